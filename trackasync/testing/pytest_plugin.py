@@ -1,0 +1,1 @@
+"""pytest fixtures that trackasync registers through its ``pytest11`` entry point."""
