@@ -1,3 +1,77 @@
-"""asyncio client for the Bloomreach Engagement Tracking API."""
+"""asyncio client for the Bloomreach Engagement Tracking API.
+
+Everything public is importable from here; the submodules are private.
+"""
 
 from ._auth import PrivateKey as PrivateKey, PublicToken as PublicToken
+from ._buffer import Overflow as Overflow
+from ._client import (
+    Client as Client,
+    CloseReport as CloseReport,
+    FlushResult as FlushResult,
+)
+from ._config import Limits as Limits, Retry as Retry
+from ._delivery import Delivery as Delivery, Receipt as Receipt
+from ._exceptions import (
+    APIError as APIError,
+    AuthError as AuthError,
+    BadRequest as BadRequest,
+    ClientClosed as ClientClosed,
+    ClientStateError as ClientStateError,
+    ConfigError as ConfigError,
+    DeliveryFailed as DeliveryFailed,
+    InvalidEvent as InvalidEvent,
+    PayloadTooLarge as PayloadTooLarge,
+    QueueFull as QueueFull,
+    RateLimited as RateLimited,
+    RequestError as RequestError,
+    RequestTimeout as RequestTimeout,
+    ServerError as ServerError,
+    TrackError as TrackError,
+    TransportError as TransportError,
+)
+from ._sender import Mode as Mode
+from ._stats import Stats as Stats
+from ._transport import (
+    AiohttpTransport as AiohttpTransport,
+    Request as Request,
+    Response as Response,
+    Transport as Transport,
+)
+from ._version import VERSION as __version__
+
+__all__ = (
+    "AiohttpTransport",
+    "APIError",
+    "AuthError",
+    "BadRequest",
+    "Client",
+    "ClientClosed",
+    "ClientStateError",
+    "CloseReport",
+    "ConfigError",
+    "Delivery",
+    "DeliveryFailed",
+    "FlushResult",
+    "InvalidEvent",
+    "Limits",
+    "Mode",
+    "Overflow",
+    "PayloadTooLarge",
+    "PrivateKey",
+    "PublicToken",
+    "QueueFull",
+    "RateLimited",
+    "Receipt",
+    "Request",
+    "RequestError",
+    "RequestTimeout",
+    "Response",
+    "Retry",
+    "ServerError",
+    "Stats",
+    "TrackError",
+    "Transport",
+    "TransportError",
+    "__version__",
+)

@@ -1,0 +1,115 @@
+"""The background loop that cuts the queue into requests.
+
+It decides *when* and *what*: a request leaves when a batch is full (by count or
+bytes), when the oldest queued command has waited ``linger`` seconds, when
+``flush()`` asks, or when the client closes. It takes an in-flight slot and a
+rate-limit slot *before* cutting the batch, so under load the queue keeps filling
+while it waits and requests leave as full as they can be. It never touches HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._buffer import CommandBuffer
+from ._delivery import Delivery
+from ._ratelimit import RateLimiter
+from ._sender import Sender
+
+logger = logging.getLogger("trackasync")
+
+
+class Batcher:
+    """Moves commands from the buffer to the sender, one request at a time."""
+
+    def __init__(
+        self,
+        *,
+        buffer: CommandBuffer,
+        sender: Sender,
+        rate: RateLimiter,
+        linger: float,
+        max_in_flight: int,
+        max_batch_commands: int,
+        max_batch_bytes: int,
+    ) -> None:
+        self._buffer = buffer
+        self._sender = sender
+        self._rate = rate
+        self._linger = linger
+        self._slots = anyio.Semaphore(max_in_flight)
+        self._max_count = max_batch_commands
+        self._max_bytes = max_batch_bytes
+        self._wake = asyncio.Event()
+        # Commands at the head of the queue that must leave without lingering:
+        # what was queued when flush() was called.
+        self._urgent = 0
+        self._closing = False
+
+    def wake(self) -> None:
+        """Something changed: re-check whether a request should leave."""
+        self._wake.set()
+
+    def flush(self) -> None:
+        """Send everything queued now without waiting for ``linger``."""
+        self._urgent = max(self._urgent, len(self._buffer))
+        self._wake.set()
+
+    def close(self) -> None:
+        """Send everything that is queued, then stop."""
+        self._closing = True
+        self._wake.set()
+
+    async def run(self, task_group: TaskGroup) -> None:
+        """Loop until closed and the queue is empty. Never dies of an error."""
+        while True:
+            try:
+                if await self._step(task_group):
+                    return
+            except Exception:
+                # Never let a bug stop the pipeline; the commands stay queued.
+                logger.exception("batcher error; continuing")
+                await anyio.sleep(0.1)
+
+    async def _step(self, task_group: TaskGroup) -> bool:
+        """One decision. Returns True when the loop should end."""
+        buffer = self._buffer
+        self._wake.clear()
+        if not len(buffer):
+            if self._closing:
+                return True
+            await self._wake.wait()
+            return False
+        oldest = buffer.oldest()
+        if oldest is not None and not (
+            self._closing or self._urgent > 0 or buffer.ready()
+        ):
+            delay = oldest.enqueued_at + self._linger - time.monotonic()
+            if delay > 0:
+                with anyio.move_on_after(delay):
+                    await self._wake.wait()
+                return False
+        await self._slots.acquire()
+        try:
+            await self._rate.acquire()
+            batch = buffer.take(self._max_count, self._max_bytes)
+        except BaseException:
+            self._slots.release()
+            raise
+        if not batch:  # drained meanwhile (drop_old, close)
+            self._slots.release()
+            return False
+        self._urgent = max(0, self._urgent - len(batch))
+        task_group.start_soon(self._send, batch)
+        return False
+
+    async def _send(self, batch: list[Delivery]) -> None:
+        try:
+            await self._sender.deliver(batch)
+        finally:
+            self._slots.release()

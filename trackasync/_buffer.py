@@ -1,0 +1,193 @@
+"""The bounded in-memory queue of commands and its overflow policies.
+
+The queue holds ``Delivery`` objects whose bodies are already encoded. Everything
+the batcher needs from it goes through a handful of methods (``offer``/``put``,
+``take``, ``drain``, ``__len__``, ``oldest``), so another store (a file, SQLite)
+could take its place behind the same surface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Literal
+
+from ._delivery import Delivery
+from ._exceptions import ClientClosed, ConfigError, QueueFull
+
+Overflow = Literal["wait", "raise", "drop_new", "drop_old"]
+OVERFLOW_POLICIES: tuple[Overflow, ...] = ("wait", "raise", "drop_new", "drop_old")
+
+
+class CommandBuffer:
+    """A FIFO of commands, at most ``maxsize`` long.
+
+    When full, ``overflow`` decides: ``"wait"`` (``put`` waits for room, FIFO among
+    waiters; ``offer`` raises ``QueueFull``), ``"raise"`` (``QueueFull``),
+    ``"drop_new"`` (the new command is handed to ``on_drop``), ``"drop_old"`` (the
+    oldest queued command is). ``on_ready`` is called when the batcher may have
+    something new to do: the first command arrived, or a batch's worth is queued.
+    """
+
+    __slots__ = (
+        "_batch_bytes",
+        "_batch_count",
+        "_items",
+        "_on_drop",
+        "_on_ready",
+        "_putters",
+        "closed",
+        "maxsize",
+        "nbytes",
+        "overflow",
+    )
+
+    def __init__(
+        self,
+        maxsize: int,
+        overflow: Overflow,
+        *,
+        batch_count: int,
+        batch_bytes: int,
+        on_ready: Callable[[], None],
+        on_drop: Callable[[Delivery], None],
+    ) -> None:
+        if overflow not in OVERFLOW_POLICIES:
+            raise ConfigError(
+                f"overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}"
+            )
+        if not isinstance(maxsize, int) or maxsize < 1:
+            raise ConfigError(f"max_queue must be an int >= 1, got {maxsize!r}")
+        self.maxsize = maxsize
+        self.overflow = overflow
+        self.nbytes = 0
+        self.closed = False
+        self._items: deque[Delivery] = deque()
+        self._putters: deque[asyncio.Future[None]] = deque()
+        self._batch_count = batch_count
+        self._batch_bytes = batch_bytes
+        self._on_ready = on_ready
+        self._on_drop = on_drop
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def snapshot(self) -> list[Delivery]:
+        """The queued commands, oldest first (a copy)."""
+        return list(self._items)
+
+    def oldest(self) -> Delivery | None:
+        """The command queued longest, if any."""
+        return self._items[0] if self._items else None
+
+    def ready(self) -> bool:
+        """Whether a full batch (by count or bytes) is queued."""
+        return len(self._items) >= self._batch_count or self.nbytes >= self._batch_bytes
+
+    def offer(self, delivery: Delivery) -> None:
+        """Queue without waiting, applying the overflow policy when full."""
+        items = self._items
+        if len(items) >= self.maxsize or self._putters:
+            self._overflow(delivery)
+            return
+        items.append(delivery)
+        self.nbytes += len(delivery.body)
+        size = len(items)
+        if size == 1 or size == self._batch_count or self.nbytes >= self._batch_bytes:
+            self._on_ready()
+
+    async def put(self, delivery: Delivery, timeout: float | None) -> None:
+        """Queue, waiting up to ``timeout`` for room under the "wait" policy."""
+        if self.overflow != "wait" or (
+            len(self._items) < self.maxsize and not self._putters
+        ):
+            self.offer(delivery)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while len(self._items) >= self.maxsize:
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._putters.append(waiter)
+            remaining = None if deadline is None else deadline - loop.time()
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except BaseException as exc:
+                if waiter in self._putters:
+                    self._putters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    # Woken for room this caller will not use: pass it on.
+                    self._wake_putters()
+                if isinstance(exc, asyncio.TimeoutError):
+                    raise QueueFull(
+                        f"the queue stayed full ({self.maxsize} commands) for "
+                        f"{timeout} s; nothing was queued"
+                    ) from None
+                raise
+        if self.closed:
+            raise ClientClosed("the client closed while waiting for room")
+        self._items.append(delivery)
+        self.nbytes += len(delivery.body)
+        size = len(self._items)
+        if size == 1 or size == self._batch_count or self.nbytes >= self._batch_bytes:
+            self._on_ready()
+
+    def _overflow(self, delivery: Delivery) -> None:
+        if self.overflow in ("wait", "raise"):
+            raise QueueFull(
+                f"the queue is full ({self.maxsize} commands); nothing was queued"
+            )
+        if self.overflow == "drop_new":
+            self._on_drop(delivery)
+            return
+        oldest = self._items.popleft()
+        self.nbytes -= len(oldest.body)
+        self._on_drop(oldest)
+        self._items.append(delivery)
+        self.nbytes += len(delivery.body)
+
+    def take(self, max_count: int, max_bytes: int) -> list[Delivery]:
+        """Remove and return the oldest commands that fit one batch.
+
+        ``max_bytes`` bounds the sum of the bodies; the first command is always
+        taken (a single command never exceeds the batch cap: ``Limits`` ensures it).
+        """
+        items = self._items
+        batch: list[Delivery] = []
+        total = 0
+        while items and len(batch) < max_count:
+            size = len(items[0].body)
+            if batch and total + size > max_bytes:
+                break
+            batch.append(items.popleft())
+            total += size
+        self.nbytes -= total
+        if batch and self._putters:
+            self._wake_putters()
+        return batch
+
+    def drain(self) -> list[Delivery]:
+        """Remove and return everything queued."""
+        batch = list(self._items)
+        self._items.clear()
+        self.nbytes = 0
+        return batch
+
+    def close(self) -> None:
+        """Take no more commands: callers waiting for room get ``ClientClosed``."""
+        self.closed = True
+        putters, self._putters = self._putters, deque()
+        for waiter in putters:
+            if not waiter.done():
+                waiter.set_exception(
+                    ClientClosed("the client closed while waiting for room")
+                )
+
+    def _wake_putters(self) -> None:
+        room = self.maxsize - len(self._items)
+        putters = self._putters
+        while room > 0 and putters:
+            waiter = putters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                room -= 1

@@ -1,0 +1,93 @@
+"""Immutable, validated settings: the retry policy and the API's size limits."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ._exceptions import ConfigError
+
+# Documented limits, read conservatively ("< 800 KB", "< 16 KB", "1 - 50 commands"):
+# https://documentation.bloomreach.com/engagement/reference/add-event
+# https://documentation.bloomreach.com/engagement/reference/batch-commands-2
+DEFAULT_MAX_COMMAND_BYTES = 800_000
+DEFAULT_MAX_VALUE_BYTES = 16_000
+MAX_BATCH_COMMANDS = 50
+# The API documents no cap on a whole batch body; keep one so a single request
+# stays a sane size (50 commands of ~100 KB each still fit).
+DEFAULT_MAX_BATCH_BYTES = 5_000_000
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or math.isnan(value) or math.isinf(value):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Retry:
+    """How failed requests are retried.
+
+    Only requests that may succeed later are retried: 429, 5xx, 408, connection
+    errors and timeouts. The wait before retry ``n`` (1-based) is drawn uniformly
+    from ``[0, min(wait_max, wait_initial * wait_exp_base ** (n - 1))]`` (full
+    jitter); a ``Retry-After`` from the API replaces it, capped at
+    ``max_retry_after``. A command is given up ("gave_up") after ``attempts``
+    requests, or when the next attempt could not start within ``timeout`` seconds
+    of the call that queued it.
+    """
+
+    attempts: int = 10
+    timeout: float = 300.0
+    wait_initial: float = 0.5
+    wait_max: float = 30.0
+    wait_exp_base: float = 2.0
+    max_retry_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ConfigError(f"attempts must be an int >= 1, got {self.attempts!r}")
+        _positive("timeout", self.timeout)
+        _positive("wait_initial", self.wait_initial, allow_zero=True)
+        _positive("wait_max", self.wait_max, allow_zero=True)
+        _positive("max_retry_after", self.max_retry_after, allow_zero=True)
+        if self.wait_exp_base < 1:
+            raise ConfigError(f"wait_exp_base must be >= 1, got {self.wait_exp_base}")
+
+    @classmethod
+    def none(cls) -> Retry:
+        """A policy that never retries."""
+        return cls(attempts=1)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Limits:
+    """Size and count limits checked before anything is queued or sent.
+
+    The defaults are the API's documented limits; lower them to be stricter.
+    ``max_batch_commands`` cannot exceed the API's 50.
+    """
+
+    max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    max_batch_commands: int = MAX_BATCH_COMMANDS
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+
+    def __post_init__(self) -> None:
+        for name in ("max_command_bytes", "max_value_bytes", "max_batch_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 2:
+                raise ConfigError(f"{name} must be an int >= 2, got {value!r}")
+        if not 1 <= self.max_batch_commands <= MAX_BATCH_COMMANDS:
+            raise ConfigError(
+                f"max_batch_commands must be between 1 and {MAX_BATCH_COMMANDS}, "
+                f"got {self.max_batch_commands!r}"
+            )
+        if self.max_batch_bytes < self.max_command_bytes + 256:
+            # One command of the largest allowed size must fit in a batch body
+            # with its envelope, or it could never be sent.
+            raise ConfigError(
+                "max_batch_bytes must exceed max_command_bytes by at least 256 "
+                "bytes (room for one full-size command and the batch envelope)"
+            )

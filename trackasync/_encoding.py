@@ -1,0 +1,252 @@
+"""Validating and encoding commands, once, at the call.
+
+The hot path (``Codec.event`` / ``Codec.customer``) does only cheap checks and one
+``msgspec`` encode. Anything unusual (a failed encode, a large body, a possible
+datetime) drops to a slow path that finds the culprit and names it.
+
+Conversions worth knowing (documented in the README):
+
+- ``datetime`` values inside properties are sent as UTC (``...Z``): the API's ISO
+  reader does not take offsets. Naive datetimes are refused.
+- NaN and infinities inside properties are sent as ``null``, the JSON rendering
+  of "no number" (JSON itself cannot carry them).
+- Property names must be strings; keys of nested objects follow JSON encoding
+  (an ``int`` key becomes a string, as ``json.dumps`` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+
+from ._config import Limits
+from ._exceptions import InvalidEvent, PayloadTooLarge
+
+_BAD_IDS = frozenset(("null", "undefined", "NULL", "Null", "UNDEFINED", "Undefined"))
+_join = "".join
+
+
+def _valid_id_value(value: object) -> bool:
+    """At least one letter or digit, and not the strings "null" / "undefined"."""
+    return (
+        isinstance(value, str)
+        and value.strip().lower() not in ("null", "undefined")
+        and any(char.isalnum() for char in value)
+    )
+
+
+class Codec:
+    """Validates commands and encodes them to JSON bytes with one reused encoder."""
+
+    __slots__ = ("_encode", "_max_command", "_max_value")
+
+    def __init__(self, limits: Limits) -> None:
+        self._encode = msgspec.json.Encoder().encode
+        self._max_command = limits.max_command_bytes
+        self._max_value = limits.max_value_bytes
+
+    # -- hot path ---------------------------------------------------------------
+
+    def event(
+        self,
+        customer_ids: Mapping[str, str],
+        event_type: str,
+        properties: Mapping[str, Any] | None,
+        timestamp: float,
+    ) -> bytes:
+        """The body of one ``customers/events`` command."""
+        ids = self._ids(customer_ids)
+        if event_type.__class__ is not str or not event_type:
+            raise InvalidEvent(
+                f"event_type must be a non-empty string, got {event_type!r}",
+                field="event_type",
+            )
+        props = self._properties(properties)
+        try:
+            body = self._encode(
+                {
+                    "customer_ids": ids,
+                    "event_type": event_type,
+                    "timestamp": timestamp,
+                    "properties": props,
+                }
+            )
+        except Exception as exc:
+            raise self._diagnose(ids, props, exc) from None
+        if len(body) >= self._max_value or b"T" in body:
+            body = self._recheck(
+                body, props, lambda p: self.event(ids, event_type, p, timestamp)
+            )
+        return body
+
+    def customer(
+        self,
+        customer_ids: Mapping[str, str],
+        properties: Mapping[str, Any] | None,
+        update_timestamp: float,
+    ) -> bytes:
+        """The body of one ``customers`` (update properties) command."""
+        ids = self._ids(customer_ids)
+        props = self._properties(properties)
+        if not props:
+            raise InvalidEvent(
+                "update_customer needs at least one property", field="properties"
+            )
+        try:
+            body = self._encode(
+                {
+                    "customer_ids": ids,
+                    "properties": props,
+                    "update_timestamp": update_timestamp,
+                }
+            )
+        except Exception as exc:
+            raise self._diagnose(ids, props, exc) from None
+        if len(body) >= self._max_value or b"T" in body:
+            body = self._recheck(
+                body, props, lambda p: self.customer(ids, p, update_timestamp)
+            )
+        return body
+
+    def _ids(self, customer_ids: Mapping[str, str]) -> Mapping[str, str]:
+        if customer_ids.__class__ is not dict:
+            if not isinstance(customer_ids, Mapping):
+                raise InvalidEvent(
+                    "customer_ids must be a mapping of id name to value, "
+                    f"got {type(customer_ids).__name__}",
+                    field="customer_ids",
+                )
+            customer_ids = dict(customer_ids)
+        if not customer_ids:
+            raise InvalidEvent(
+                "customer_ids needs at least one id, e.g. {'registered': 'ann@example.com'}",
+                field="customer_ids",
+            )
+        for name, value in customer_ids.items():
+            # Fast check first: most ids start with a letter or digit.
+            if (
+                name.__class__ is not str
+                or value.__class__ is not str
+                or not value[:1].isalnum()
+                or value in _BAD_IDS
+            ):
+                self._check_id(name, value)
+        return customer_ids
+
+    @staticmethod
+    def _properties(properties: Mapping[str, Any] | None) -> dict[str, Any]:
+        if properties is None:
+            return {}
+        if properties.__class__ is not dict:
+            if not isinstance(properties, Mapping):
+                raise InvalidEvent(
+                    f"properties must be a mapping, got {type(properties).__name__}",
+                    field="properties",
+                )
+            properties = dict(properties)
+        try:
+            _join(properties)  # C-speed check that every name is a str
+        except TypeError:
+            for key in properties:
+                if not isinstance(key, str):
+                    raise InvalidEvent(
+                        f"property names must be strings, got {key!r}",
+                        field=repr(key),
+                    ) from None
+        return properties
+
+    # -- slow paths -------------------------------------------------------------
+
+    @staticmethod
+    def _check_id(name: object, value: object) -> None:
+        if not isinstance(name, str) or not name:
+            raise InvalidEvent(
+                f"customer id names must be non-empty strings, got {name!r}",
+                field="customer_ids",
+            )
+        if not _valid_id_value(value):
+            raise InvalidEvent(
+                f"customer id {name!r} must be a string with at least one letter or "
+                f"digit, not 'null' or 'undefined'; got {value!r}",
+                field=f"customer_ids.{name}",
+            )
+
+    def _diagnose(
+        self, ids: Mapping[str, str], props: dict[str, Any], exc: Exception
+    ) -> InvalidEvent:
+        """Name the id or property msgspec could not encode."""
+        for label, mapping in (("customer_ids", ids), ("property", props)):
+            for key, value in mapping.items():
+                try:
+                    self._encode(value)
+                except Exception as inner:
+                    return InvalidEvent(
+                        f"{label} {key!r} cannot be encoded as JSON: {inner}",
+                        field=key if label == "property" else f"customer_ids.{key}",
+                    )
+        return InvalidEvent(f"command cannot be encoded as JSON: {exc}")
+
+    def _recheck(self, body: bytes, props: dict[str, Any], reencode: Any) -> bytes:
+        """Size limits and datetime conversion, for the rare bodies that need them."""
+        converted = _utc_datetimes(props)
+        if converted is not props:
+            return reencode(converted)  # type: ignore[no-any-return]
+        size = len(body)
+        if size >= self._max_command:
+            raise PayloadTooLarge(
+                f"command is {size} bytes encoded; the limit is under "
+                f"{self._max_command} bytes",
+                size=size,
+                limit=self._max_command,
+            )
+        if size >= self._max_value:
+            for key, value in props.items():
+                value_size = len(self._encode(value))
+                if value_size >= self._max_value:
+                    raise PayloadTooLarge(
+                        f"property {key!r} is {value_size} bytes encoded; each "
+                        f"property value must be under {self._max_value} bytes",
+                        field=key,
+                        size=value_size,
+                        limit=self._max_value,
+                    )
+        return body
+
+
+def _utc_datetimes(value: Any, path: str = "") -> Any:
+    """``value`` with every datetime moved to UTC; the same object if none changed.
+
+    Returning the very same object when nothing needed converting lets the caller
+    skip the second encode, which is the common case (a "T" in some string).
+    """
+    cls = value.__class__
+    if cls is dict:
+        out: dict[Any, Any] | None = None
+        for key, item in value.items():
+            new = _utc_datetimes(item, f"{path}.{key}" if path else str(key))
+            if new is not item:
+                if out is None:
+                    out = dict(value)
+                out[key] = new
+        return value if out is None else out
+    if cls is list or cls is tuple:
+        items = [
+            _utc_datetimes(item, f"{path}[{index}]") for index, item in enumerate(value)
+        ]
+        if all(new is old for new, old in zip(items, value)):
+            return value
+        return items
+    if isinstance(value, datetime):
+        offset = value.utcoffset()
+        if offset is None:
+            raise InvalidEvent(
+                f"property {path!r} is a naive datetime; give it a tzinfo so it can "
+                "be sent as UTC",
+                field=path,
+            )
+        if offset or value.tzinfo is not timezone.utc:
+            return value.astimezone(timezone.utc)
+    return value

@@ -1,0 +1,195 @@
+"""Reading the API's answers: error envelopes, typed errors, per-command results.
+
+The API answers in several shapes (``{"errors": [...]}``, ``{"message": ...}``,
+``{"error": ...}``, nested ``{"errors": {"_global": [...]}}``, error objects, even
+plain text). Everything here is lenient: it never raises on a body it does not
+understand, it only extracts what it can.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ._exceptions import (
+    APIError,
+    AuthError,
+    BadRequest,
+    RateLimited,
+    RequestError,
+    ServerError,
+)
+from ._retry import parse_retry_after
+from ._transport import Response
+
+_MAX_TEXT = 500
+
+
+class CommandResult(msgspec.Struct):
+    """One entry of a batch answer's ``results``."""
+
+    success: bool = False
+    command_id: Any = None
+    errors: Any = None
+    time: float | None = None
+
+
+class BatchAnswer(msgspec.Struct):
+    """A batch answer, typed for the common case."""
+
+    success: Any = None
+    results: list[CommandResult] | None = None
+    errors: Any = None
+    message: Any = None
+    error: Any = None
+
+
+_decode_any = msgspec.json.Decoder().decode
+_decode_batch = msgspec.json.Decoder(BatchAnswer).decode
+
+
+def request_id(response: Response) -> str | None:
+    """The API's ``x-request-id`` for this answer, if it sent one."""
+    return response.header("x-request-id")
+
+
+def errors_of(data: Any) -> list[str]:
+    """Every error string in a decoded body, whatever its shape."""
+    out: list[str] = []
+    if isinstance(data, dict):
+        for key in ("errors", "error", "message", "_global", "description"):
+            if key in data:
+                out.extend(_flatten(data[key]))
+    else:
+        out.extend(_flatten(data))
+    return out
+
+
+def _flatten(value: Any) -> list[str]:
+    if value is None or value is True or value is False:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list):
+        return [text for item in value for text in _flatten(item)]
+    if isinstance(value, dict):
+        if "message" in value or "description" in value:
+            text = value.get("message") or value.get("description")
+            return _flatten(text)
+        return [text for item in value.values() for text in _flatten(item)]
+    return [str(value)]
+
+
+def body_errors(body: bytes) -> list[str]:
+    """Error strings from a raw body: JSON of any known shape, or plain text."""
+    if not body:
+        return []
+    try:
+        data = _decode_any(body)
+    except msgspec.DecodeError:
+        text = body[:_MAX_TEXT].decode("utf-8", "replace").strip()
+        return [text] if text else []
+    return errors_of(data)
+
+
+def error_for(response: Response) -> RequestError:
+    """The typed error for an answer that is not a plain success."""
+    status = response.status
+    errors = body_errors(response.body)
+    rid = request_id(response)
+    detail = "; ".join(errors) if errors else "no error message"
+    message = f"HTTP {status}: {detail}"
+    cls: type[APIError]
+    if status == 429:
+        return RateLimited(
+            message,
+            status=status,
+            request_id=rid,
+            errors=errors,
+            body=response.body,
+            retry_after=parse_retry_after(response.header("retry-after")),
+        )
+    if status in (401, 403):
+        cls = AuthError
+    elif status >= 500:
+        cls = ServerError
+    elif status == 408:
+        cls = APIError
+    else:
+        cls = BadRequest
+    return cls(
+        message, status=status, request_id=rid, errors=errors, body=response.body
+    )
+
+
+def single_accepted(response: Response) -> bool:
+    """Whether a 200 answer on a single route accepted the command.
+
+    Only an explicit ``"success": false`` counts as a refusal; the API answers
+    JSON, but a 200 without a readable body still means it was taken.
+    """
+    body = response.body
+    if b"false" not in body:  # fast path: {"success": true}
+        return True
+    try:
+        data = _decode_any(body)
+    except msgspec.DecodeError:
+        return True
+    return not (isinstance(data, dict) and data.get("success") is False)
+
+
+def batch_answer(response: Response) -> BatchAnswer | None:
+    """The batch answer, or ``None`` when the body is not one."""
+    try:
+        return _decode_batch(response.body)
+    except msgspec.DecodeError:
+        pass
+    # A shape the typed decoder refused (say, odd "results" entries): read the
+    # parts we can, entry by entry.
+    try:
+        data = _decode_any(response.body)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    raw_results = data.get("results")
+    results: list[CommandResult] | None = None
+    if isinstance(raw_results, list):
+        results = []
+        for item in raw_results:
+            try:
+                results.append(msgspec.convert(item, CommandResult))
+            except msgspec.ValidationError:
+                results.append(
+                    CommandResult(success=False, errors=["unreadable result"])
+                )
+    return BatchAnswer(
+        success=data.get("success"),
+        results=results,
+        errors=data.get("errors"),
+        message=data.get("message"),
+        error=data.get("error"),
+    )
+
+
+def match_results(
+    results: list[CommandResult], count: int
+) -> list[CommandResult | None]:
+    """Pair results with the ``count`` commands sent, by ``command_id`` first.
+
+    Commands are sent with their position as ``command_id``; a result without an
+    id is paired by its own position. A command with no result gets ``None``.
+    """
+    matched: list[CommandResult | None] = [None] * count
+    for position, result in enumerate(results):
+        index = position
+        command_id = result.command_id
+        if command_id is not None:
+            try:
+                index = int(command_id)
+            except (TypeError, ValueError):
+                continue
+        if 0 <= index < count and matched[index] is None:
+            matched[index] = result
+    return matched

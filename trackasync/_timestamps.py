@@ -1,0 +1,88 @@
+"""Turning the timestamps callers give into UNIX seconds, rounded to microseconds.
+
+Bloomreach reads ``timestamp`` and ``update_timestamp`` as UNIX seconds and keeps
+six decimals; it does not detect milliseconds, and its ISO reader does not take
+UTC offsets. So everything is converted here, at the call, to a float.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime, timezone
+
+from ._exceptions import InvalidEvent
+
+# Anything above this is surely milliseconds (1e11 s is the year 5138).
+MAX_SECONDS = 1e11
+
+
+def now() -> float:
+    """The current time in seconds with exactly microsecond precision.
+
+    Integer division keeps this cheap (``round(x, 6)`` costs several times more)
+    and the quotient is the closest float to a six-decimal number, so its repr
+    has at most six decimals.
+    """
+    return time.time_ns() // 1000 / 1_000_000
+
+
+def to_seconds(value: object, field: str) -> float:
+    """Convert one caller-given timestamp to UNIX seconds, or raise InvalidEvent."""
+    if isinstance(value, bool):
+        raise InvalidEvent(
+            f"{field} must be a number of seconds, not a bool", field=field
+        )
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, datetime):
+        seconds = _from_datetime(value, field)
+    elif isinstance(value, str):
+        seconds = _from_iso(value, field)
+    else:
+        raise InvalidEvent(
+            f"{field} must be UNIX seconds (int or float), an aware datetime or an "
+            f"ISO 8601 string, got {type(value).__name__}",
+            field=field,
+        )
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise InvalidEvent(
+            f"{field} must be a finite number, got {value!r}", field=field
+        )
+    if seconds < 0:
+        raise InvalidEvent(f"{field} must not be negative, got {value!r}", field=field)
+    if seconds > MAX_SECONDS:
+        raise InvalidEvent(
+            f"{field}={value!r} looks like milliseconds; the API takes seconds "
+            f"(divide by 1000)",
+            field=field,
+        )
+    return round(seconds, 6)
+
+
+def _from_datetime(value: datetime, field: str) -> float:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidEvent(
+            f"{field} is a naive datetime; give it a tzinfo "
+            f"(e.g. datetime.now(timezone.utc)) so it can be converted to UTC",
+            field=field,
+        )
+    return value.timestamp()
+
+
+def _from_iso(value: str, field: str) -> float:
+    text = value.strip()
+    # datetime.fromisoformat only learned "Z" in Python 3.11.
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidEvent(
+            f"{field}={value!r} is not an ISO 8601 date-time", field=field
+        ) from None
+    if parsed.tzinfo is None:
+        # An ISO string without an offset is read as UTC, which is what the
+        # API itself does with such strings.
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return _from_datetime(parsed, field)
