@@ -37,6 +37,7 @@ class CommandBuffer:
         "_on_drop",
         "_on_ready",
         "_putters",
+        "accepted",
         "closed",
         "maxsize",
         "nbytes",
@@ -62,6 +63,8 @@ class CommandBuffer:
         self.maxsize = maxsize
         self.overflow = overflow
         self.nbytes = 0
+        #: Commands taken in, the overflow policy's drops included.
+        self.accepted = 0
         self.closed = False
         self._items: deque[Delivery] = deque()
         self._putters: deque[asyncio.Future[None]] = deque()
@@ -90,7 +93,9 @@ class CommandBuffer:
         items = self._items
         if len(items) >= self.maxsize or self._putters:
             self._overflow(delivery)
+            self.accepted += 1
             return
+        self.accepted += 1
         items.append(delivery)
         self.nbytes += len(delivery.body)
         size = len(items)
@@ -126,6 +131,7 @@ class CommandBuffer:
                 raise
         if self.closed:
             raise ClientClosed("the client closed while waiting for room")
+        self.accepted += 1
         self._items.append(delivery)
         self.nbytes += len(delivery.body)
         size = len(self._items)

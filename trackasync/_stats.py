@@ -48,7 +48,6 @@ class Counters:
     __slots__ = (
         "bytes_sent",
         "delivered",
-        "enqueued",
         "failed",
         "in_flight",
         "rate_limited",
@@ -57,7 +56,6 @@ class Counters:
     )
 
     def __init__(self) -> None:
-        self.enqueued = 0
         self.delivered = 0
         self.in_flight = 0
         self.requests = 0
@@ -66,11 +64,11 @@ class Counters:
         self.rate_limited = 0
         self.failed = {"rejected": 0, "gave_up": 0, "dropped": 0, "closed": 0}
 
-    def snapshot(self, queued: int) -> Stats:
-        """A frozen copy, with the queue depth the caller reads off the buffer."""
+    def snapshot(self, queued: int, enqueued: int) -> Stats:
+        """A frozen copy, with the queue's depth and intake read off the buffer."""
         failed = dict(self.failed)
         return Stats(
-            enqueued=self.enqueued,
+            enqueued=enqueued,
             queued=queued,
             in_flight=self.in_flight,
             delivered=self.delivered,
