@@ -25,6 +25,7 @@ import msgspec
 from ._config import Limits
 from ._exceptions import InvalidEvent, PayloadTooLarge
 
+
 class _Event(msgspec.Struct, gc=False):
     """The ``customers/events`` body. A Struct encodes faster than a dict.
 
