@@ -263,7 +263,9 @@ class Client:
             rate=self._rate,
             linger=self._linger,
             max_in_flight=self._max_in_flight,
-            max_batch_commands=self._limits.max_batch_commands,
+            max_batch_commands=1
+            if self._mode == "single"
+            else self._limits.max_batch_commands,
             max_batch_bytes=self._limits.max_batch_bytes,
         )
         # The background work runs in a task the client owns, not in the caller's

@@ -20,6 +20,9 @@ _BURST = 5
 _FLOOR_SHARE = 0.05
 _RECOVERY_SHARE = 0.02
 
+# Looked up at call time, so tests can drive pacing without real waiting.
+_sleep = asyncio.sleep
+
 
 class RateLimiter:
     """Paces requests to ``rate`` per second (``None``: no pacing)."""
@@ -49,7 +52,7 @@ class RateLimiter:
         """Wait for the next request slot."""
         wait = self.delay()
         if wait > 0:
-            await asyncio.sleep(wait)
+            await _sleep(wait)
 
     def rate_limited(self, retry_after: float | None) -> None:
         """The API answered 429: slow down, and pause for ``retry_after`` if given."""

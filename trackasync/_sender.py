@@ -38,6 +38,11 @@ logger = logging.getLogger("trackasync")
 Mode = Literal["auto", "batch", "single"]
 MODES: tuple[Mode, ...] = ("auto", "batch", "single")
 
+# Looked up at call time, so tests can replace them and drive retries without
+# real waiting.
+_sleep = anyio.sleep
+_monotonic = time.monotonic
+
 _KINDS: tuple[Kind, ...] = ("customers/events", "customers")
 _MAX_ITEMS = 50
 
@@ -139,7 +144,8 @@ class Sender:
                     )
 
     def _request(self, commands: list[Delivery]) -> tuple[Request, bool]:
-        single = self._mode == "single" or (self._mode == "auto" and len(commands) == 1)
+        # The batcher cuts groups of one in "single" mode, so one rule serves both.
+        single = len(commands) == 1 and self._mode != "batch"
         if single:
             command = commands[0]
             url, body = self._urls[command.kind], command.body
@@ -186,7 +192,7 @@ class Sender:
             logger.debug(
                 "retrying %d commands in %.3f s after %s", len(keep), delay, error
             )
-            await anyio.sleep(delay)
+            await _sleep(delay)
             if len(keep) != len(pending):
                 pending = keep
                 request, single = self._request(pending)
@@ -196,7 +202,7 @@ class Sender:
     ) -> list[Delivery]:
         """The commands that may be retried; the rest are given up, with the error."""
         policy = self._retry
-        resume = time.monotonic() + delay
+        resume = _monotonic() + delay
         keep: list[Delivery] = []
         for command in retry:
             if command.attempts >= policy.attempts:
@@ -292,7 +298,7 @@ class Sender:
 
     def _accept(self, commands: list[Delivery], status: int, rid: str | None) -> None:
         self._rate.accepted()
-        self._ledger.accepted(commands, Accepted(status, rid, time.monotonic()))
+        self._ledger.accepted(commands, Accepted(status, rid, _monotonic()))
 
     def _reject(self, commands: list[Delivery], error: RequestError) -> None:
         errors = error.errors if isinstance(error, APIError) else ()
