@@ -1,0 +1,492 @@
+"""Tests for ``trackasync._encoding``: validation and JSON encoding of commands."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from trackasync._config import Limits
+from trackasync._encoding import Codec
+from trackasync._exceptions import InvalidEvent, PayloadTooLarge
+
+IDS = {"registered": "ann@example.com"}
+TS = 1722458972.5
+PLUS_TWO = timezone(timedelta(hours=2))
+
+# Small limits keep the size tests fast; max_batch_bytes only has to leave room.
+SMALL = Limits(max_command_bytes=1000, max_value_bytes=100, max_batch_bytes=2000)
+
+
+def codec(limits: Limits = SMALL) -> Codec:
+    return Codec(limits)
+
+
+def event(c: Codec, properties: Any, ids: Any = IDS) -> dict[str, Any]:
+    decoded: dict[str, Any] = msgspec.json.decode(c.event(ids, "test", properties, TS))
+    return decoded
+
+
+def encoded_len(value: Any) -> int:
+    return len(msgspec.json.encode(value))
+
+
+# -- the body ------------------------------------------------------------------
+
+
+def test_event_body_is_exact_and_deterministic() -> None:
+    """An event encodes to the documented body, byte for byte, every time."""
+    c = codec()
+    expected = (
+        b'{"customer_ids":{"registered":"ann@example.com"},"event_type":"purchase",'
+        b'"timestamp":1722458972.5,"properties":{"total":10,"currency":"EUR"}}'
+    )
+    for _ in range(2):  # the second call takes the warmed name cache
+        body = c.event(IDS, "purchase", {"total": 10, "currency": "EUR"}, TS)
+        assert body == expected
+
+
+def test_customer_body_has_update_timestamp() -> None:
+    """A customer update encodes ids, properties and update_timestamp."""
+    body = codec().customer(IDS, {"first_name": "Ann"}, 1681484247.0)
+    assert msgspec.json.decode(body) == {
+        "customer_ids": IDS,
+        "properties": {"first_name": "Ann"},
+        "update_timestamp": 1681484247.0,
+    }
+
+
+def test_none_properties_encode_as_empty_object() -> None:
+    """An event without properties is sent with an empty properties object."""
+    assert event(codec(), None)["properties"] == {}
+
+
+def test_non_dict_mappings_are_accepted() -> None:
+    """Read-only mappings work for both customer_ids and properties."""
+    data = event(codec(), MappingProxyType({"a": 1}), ids=MappingProxyType(IDS))
+    assert data["customer_ids"] == IDS
+    assert data["properties"] == {"a": 1}
+
+
+def test_customer_update_needs_a_property() -> None:
+    """update_customer with no properties is refused at the call."""
+    for props in (None, {}):
+        with pytest.raises(InvalidEvent) as info:
+            codec().customer(IDS, props, 1.0)
+        assert info.value.field == "properties"
+
+
+# -- customer_ids --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ids", "field"),
+    [
+        ({}, "customer_ids"),
+        ([("registered", "ann")], "customer_ids"),
+        ({1: "ann"}, "customer_ids"),
+        ({"": "ann"}, "customer_ids"),
+        ({"registered": "null"}, "customer_ids.registered"),
+        ({"registered": "undefined"}, "customer_ids.registered"),
+        ({"registered": "NULL"}, "customer_ids.registered"),
+        ({"registered": "nuLL"}, "customer_ids.registered"),
+        ({"registered": "UnDeFiNeD"}, "customer_ids.registered"),
+        ({"registered": "null "}, "customer_ids.registered"),
+        ({"registered": " undefined"}, "customer_ids.registered"),
+        ({"registered": ""}, "customer_ids.registered"),
+        ({"registered": "-- @ --"}, "customer_ids.registered"),
+        ({"registered": None}, "customer_ids.registered"),
+        ({"registered": 42}, "customer_ids.registered"),
+        ({"registered": "ann", "cookie": "null"}, "customer_ids.cookie"),
+    ],
+)
+@pytest.mark.parametrize("route", ["event", "customer"])
+def test_invalid_customer_ids_are_refused(ids: Any, field: str, route: str) -> None:
+    """Empty, non-string and null-like ids raise InvalidEvent naming the id."""
+    c = codec()
+    # Warm the fast path with a valid call first: it must not change the verdict.
+    c.event(IDS, "warm", {"a": 1}, TS)
+    with pytest.raises(InvalidEvent) as info:
+        if route == "event":
+            c.event(ids, "test", {"a": 1}, TS)
+        else:
+            c.customer(ids, {"a": 1}, TS)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "value", ["ann@example.com", " ann", "_x1", "9f1c", "nullable", "undefined2", "ü"]
+)
+def test_valid_customer_ids_are_kept(value: str) -> None:
+    """Ids with at least one letter or digit that are not null-like are sent as is."""
+    ids = {"registered": value}
+    assert event(codec(), {}, ids=ids)["customer_ids"] == ids
+    body = codec().customer(ids, {"a": 1}, TS)
+    assert msgspec.json.decode(body)["customer_ids"] == ids
+
+
+# -- event_type and properties -------------------------------------------------
+
+
+@pytest.mark.parametrize("event_type", ["", None, 5, b"purchase"])
+def test_bad_event_type_is_refused(event_type: Any) -> None:
+    """event_type must be a non-empty string."""
+    with pytest.raises(InvalidEvent) as info:
+        codec().event(IDS, event_type, {}, TS)
+    assert info.value.field == "event_type"
+
+
+@pytest.mark.parametrize("properties", [[("a", 1)], "a=1", 5])
+def test_non_mapping_properties_are_refused(properties: Any) -> None:
+    """properties must be a mapping."""
+    with pytest.raises(InvalidEvent) as info:
+        codec().event(IDS, "test", properties, TS)
+    assert info.value.field == "properties"
+
+
+@pytest.mark.parametrize("key", [1, ("a",), b"name", None, 1.5])
+@pytest.mark.parametrize("warmed", [False, True])
+def test_non_str_property_name_is_named(key: Any, warmed: bool) -> None:
+    """A non-str top-level property name raises InvalidEvent naming that key."""
+    c = codec()
+    if warmed:
+        for _ in range(3):
+            c.event(IDS, "test", {"a": 1, "b": 2}, TS)
+            c.customer(IDS, {"a": 1, "b": 2}, TS)
+    for call in (
+        lambda: c.event(IDS, "test", {"a": 1, key: 2}, TS),
+        lambda: c.customer(IDS, {"a": 1, key: 2}, TS),
+    ):
+        with pytest.raises(InvalidEvent) as info:
+            call()
+        assert info.value.field == repr(key)
+        assert repr(key) in str(info.value)
+
+
+def test_non_str_key_in_nested_object_follows_json() -> None:
+    """Keys of nested objects are encoded like json.dumps does (int -> str)."""
+    assert event(codec(), {"counts": {1: "one"}})["properties"] == {
+        "counts": {"1": "one"}
+    }
+
+
+@pytest.mark.parametrize(
+    ("bad", "fragment"),
+    [(object(), "object"), (1 + 2j, "complex"), ({(1, 2): "x"}, "dict")],
+)
+def test_unencodable_property_is_named(bad: Any, fragment: str) -> None:
+    """A value msgspec cannot encode raises InvalidEvent naming its property."""
+    for route in ("event", "customer"):
+        c = codec()
+        props = {"fine": 1, "culprit": bad, "after": "x"}
+        with pytest.raises(InvalidEvent) as info:
+            if route == "event":
+                c.event(IDS, "test", props, TS)
+            else:
+                c.customer(IDS, props, TS)
+        assert info.value.field == "culprit"
+        assert "'culprit'" in str(info.value)
+        assert fragment in str(info.value)
+        assert info.value.__cause__ is None
+
+
+def test_unencodable_nested_value_names_top_level_property() -> None:
+    """A bad value deep inside a property names the top-level property."""
+    with pytest.raises(InvalidEvent) as info:
+        codec().event(IDS, "test", {"outer": {"inner": [1, object()]}}, TS)
+    assert info.value.field == "outer"
+
+
+def test_nan_and_infinities_are_sent_as_null() -> None:
+    """NaN, inf and -inf in properties become JSON null, also when nested."""
+    props = {
+        "nan": math.nan,
+        "inf": math.inf,
+        "ninf": -math.inf,
+        "nested": [1.5, math.nan, {"x": math.inf}],
+    }
+    assert event(codec(), props)["properties"] == {
+        "nan": None,
+        "inf": None,
+        "ninf": None,
+        "nested": [1.5, None, {"x": None}],
+    }
+
+
+# -- datetimes inside properties ---------------------------------------------
+
+
+def test_aware_datetimes_are_sent_in_utc_with_z() -> None:
+    """Aware datetimes anywhere in properties are converted to UTC "...Z" strings."""
+    props = {
+        "at": datetime(2024, 8, 1, 12, 0, 0, tzinfo=PLUS_TWO),
+        "utc": datetime(2024, 8, 1, 10, 0, 0, 5, tzinfo=timezone.utc),
+        "zero_offset": datetime(2024, 8, 1, 10, 0, tzinfo=timezone(timedelta(0))),
+        "list": [1, datetime(2024, 1, 1, 1, 30, tzinfo=PLUS_TWO)],
+        "tuple": (datetime(2024, 1, 1, 0, 0, tzinfo=timezone(-timedelta(hours=5))),),
+        "obj": {"when": datetime(2024, 1, 1, 23, 0, tzinfo=timezone(-timedelta(hours=1)))},
+        "text": "Tuesday",
+    }
+    original = dict(props)
+    for route in ("event", "customer"):
+        c = codec()
+        if route == "event":
+            body = c.event(IDS, "test", props, TS)
+        else:
+            body = c.customer(IDS, props, TS)
+        assert msgspec.json.decode(body)["properties"] == {
+            "at": "2024-08-01T10:00:00Z",
+            "utc": "2024-08-01T10:00:00.000005Z",
+            "zero_offset": "2024-08-01T10:00:00Z",
+            "list": [1, "2023-12-31T23:30:00Z"],
+            "tuple": ["2024-01-01T05:00:00Z"],
+            "obj": {"when": "2024-01-02T00:00:00Z"},
+            "text": "Tuesday",
+        }
+        assert b"+02:00" not in body
+    assert props == original  # the caller's dict is not modified
+
+
+@pytest.mark.parametrize(
+    ("props", "field"),
+    [
+        ({"when": datetime(2024, 1, 1)}, "when"),
+        ({"items": ["a", datetime(2024, 1, 1)]}, "items[1]"),
+        ({"meta": {"at": datetime(2024, 1, 1)}}, "meta.at"),
+    ],
+)
+def test_naive_datetime_is_refused_with_its_path(
+    props: dict[str, Any], field: str
+) -> None:
+    """A naive datetime in properties raises InvalidEvent naming where it is."""
+    with pytest.raises(InvalidEvent) as info:
+        codec().event(IDS, "test", props, TS)
+    assert info.value.field == field
+    assert "naive" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime.min.replace(tzinfo=PLUS_TWO),
+        datetime.max.replace(tzinfo=timezone(-timedelta(hours=2))),
+    ],
+)
+def test_datetime_outside_utc_range_is_refused(when: datetime) -> None:
+    """An aware datetime whose UTC form is out of range raises InvalidEvent."""
+    with pytest.raises(InvalidEvent) as info:
+        codec().event(IDS, "test", {"a": 1, "edge": [when]}, TS)
+    assert info.value.field == "edge[0]"
+
+
+def test_string_with_t_is_left_alone() -> None:
+    """Strings that merely contain "T" take the slow path but encode unchanged."""
+    props = {"title": "The Thing", "iso": "2024-01-01T00:00:00+02:00"}
+    assert event(codec(), props)["properties"] == props
+
+
+# -- size limits ---------------------------------------------------------------
+
+
+def test_value_one_byte_under_the_limit_passes() -> None:
+    """A property value encoding to max_value_bytes - 1 bytes is accepted."""
+    value = "x" * (SMALL.max_value_bytes - 3)  # quotes add two bytes
+    assert encoded_len(value) == SMALL.max_value_bytes - 1
+    assert event(codec(), {"v": value})["properties"] == {"v": value}
+
+
+@pytest.mark.parametrize("route", ["event", "customer"])
+def test_value_at_the_limit_fails(route: str) -> None:
+    """A property value encoding to exactly max_value_bytes raises PayloadTooLarge."""
+    value = "x" * (SMALL.max_value_bytes - 2)
+    assert encoded_len(value) == SMALL.max_value_bytes
+    c = codec()
+    with pytest.raises(PayloadTooLarge) as info:
+        if route == "event":
+            c.event(IDS, "test", {"small": 1, "big": value}, TS)
+        else:
+            c.customer(IDS, {"small": 1, "big": value}, TS)
+    error = info.value
+    assert error.field == "big"
+    assert error.size == SMALL.max_value_bytes
+    assert error.limit == SMALL.max_value_bytes
+    assert "'big'" in str(error)
+    assert str(SMALL.max_value_bytes) in str(error)
+
+
+def test_value_limit_uses_encoded_size_of_any_type() -> None:
+    """The value limit counts encoded bytes, for lists and escapes too."""
+    ok = [1] * ((SMALL.max_value_bytes - 2) // 2)  # "[1,1,...,1]"
+    assert encoded_len(ok) == SMALL.max_value_bytes - 1
+    event(codec(), {"ok": ok})
+    # Each quote is escaped to two bytes: 49 quotes + 2 = 100 bytes encoded.
+    quotes = '"' * ((SMALL.max_value_bytes - 2) // 2)
+    assert encoded_len(quotes) == SMALL.max_value_bytes
+    with pytest.raises(PayloadTooLarge) as info:
+        codec().event(IDS, "test", {"q": quotes}, TS)
+    assert info.value.size == SMALL.max_value_bytes
+
+
+def test_value_limit_applies_to_the_utc_form_of_datetimes() -> None:
+    """The value size is measured on what is sent: datetimes after UTC conversion."""
+    when = datetime(2024, 1, 2, 3, 4, 5, tzinfo=PLUS_TWO)
+    base = encoded_len([when.astimezone(timezone.utc), ""])
+    value = [when, "x" * (SMALL.max_value_bytes - 1 - base)]
+    sent = [when.astimezone(timezone.utc), value[1]]
+    assert encoded_len(sent) == SMALL.max_value_bytes - 1
+    assert encoded_len(value) > SMALL.max_value_bytes  # the offset form is longer
+    assert event(codec(), {"v": value})["properties"]["v"][0] == "2024-01-02T01:04:05Z"
+
+
+def _command_of_size(c: Codec, size: int) -> dict[str, Any]:
+    """Properties that make the event body exactly ``size`` bytes."""
+    props = {f"p{i}": "" for i in range(10)}
+    base = len(c.event(IDS, "test", props, TS))
+    missing = size - base
+    per = missing // 10
+    for i in range(10):
+        props[f"p{i}"] = "y" * (per + (1 if i < missing % 10 else 0))
+    return props
+
+
+def test_command_one_byte_under_the_limit_passes() -> None:
+    """A command encoding to max_command_bytes - 1 bytes is accepted."""
+    c = codec()
+    props = _command_of_size(c, SMALL.max_command_bytes - 1)
+    assert len(c.event(IDS, "test", props, TS)) == SMALL.max_command_bytes - 1
+
+
+def test_command_at_the_limit_fails() -> None:
+    """A command encoding to exactly max_command_bytes raises PayloadTooLarge."""
+    c = codec()
+    props = _command_of_size(c, SMALL.max_command_bytes)
+    with pytest.raises(PayloadTooLarge) as info:
+        c.event(IDS, "test", props, TS)
+    assert info.value.size == SMALL.max_command_bytes
+    assert info.value.limit == SMALL.max_command_bytes
+    assert info.value.field is None
+    assert str(SMALL.max_command_bytes) in str(info.value)
+
+
+def test_customer_command_over_the_limit_fails() -> None:
+    """A customer update over max_command_bytes raises PayloadTooLarge."""
+    props = {f"p{i}": "z" * 90 for i in range(20)}
+    with pytest.raises(PayloadTooLarge) as info:
+        codec().customer(IDS, props, TS)
+    assert info.value.size > SMALL.max_command_bytes
+    assert info.value.field is None
+
+
+def test_default_value_limit_is_16000_bytes() -> None:
+    """With the default limits a value of 15,999 bytes passes and 16,000 fails."""
+    c = Codec(Limits())
+    ok = "x" * 15_997
+    assert event(c, {"v": ok})["properties"]["v"] == ok
+    with pytest.raises(PayloadTooLarge) as info:
+        c.event(IDS, "test", {"v": "x" * 15_998}, TS)
+    assert info.value.size == 16_000
+    assert info.value.limit == 16_000
+    assert info.value.field == "v"
+
+
+# -- property-based --------------------------------------------------------------
+
+
+class _Bad(Exception):
+    """Marks an input the codec must refuse."""
+
+
+_offsets = st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(
+    lambda minutes: timezone(timedelta(minutes=minutes))
+)
+_aware = st.datetimes(timezones=st.one_of(st.just(timezone.utc), _offsets))
+_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=20),
+    _aware,
+)
+_bad_leaves = st.one_of(
+    st.builds(object),
+    st.complex_numbers(allow_nan=False),
+    st.datetimes(),  # naive
+)
+_values = st.recursive(
+    st.one_of(_leaves, _bad_leaves),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.text(max_size=8), children, max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
+def _normalised(value: Any) -> Any:
+    """What the API should receive for ``value``; raises _Bad if it must be refused."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, datetime):
+        if value.utcoffset() is None:
+            raise _Bad
+        try:
+            utc = value.astimezone(timezone.utc)
+        except OverflowError:
+            raise _Bad from None
+        return utc.replace(tzinfo=None).isoformat() + "Z"
+    if isinstance(value, dict):
+        return {key: _normalised(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_normalised(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise _Bad
+
+
+_shared = Codec(Limits())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), _values, max_size=6))
+def test_random_properties_round_trip_or_raise_invalid_event(
+    properties: dict[str, Any],
+) -> None:
+    """Random properties either round-trip (normalised) or raise InvalidEvent."""
+    try:
+        expected: Any = _normalised(properties)
+    except _Bad:
+        expected = _Bad
+    for c in (_shared, Codec(Limits())):
+        try:
+            body = c.event(IDS, "test", properties, TS)
+        except InvalidEvent:
+            assert expected is _Bad
+            continue
+        assert expected is not _Bad, "a value that must be refused was encoded"
+        assert msgspec.json.decode(body)["properties"] == expected
+
+
+def test_mapping_type_is_checked_before_encoding() -> None:
+    """A Mapping subclass with str keys is encoded like a dict."""
+
+    class Props(Mapping[str, Any]):
+        def __init__(self, data: dict[str, Any]) -> None:
+            self._data = data
+
+        def __getitem__(self, key: str) -> Any:
+            return self._data[key]
+
+        def __iter__(self) -> Any:
+            return iter(self._data)
+
+        def __len__(self) -> int:
+            return len(self._data)
+
+    assert event(codec(), Props({"a": [1, 2]}))["properties"] == {"a": [1, 2]}
