@@ -36,7 +36,7 @@ def url(api: FakeTrackingAPI, route: str, project: str | None = None) -> str:
 
 
 def event(
-    ids: dict[str, Any] | None = None, event_type: str = "purchase", **extra: Any
+    ids: dict[str, Any] | None = None, event_type: Any = "purchase", **extra: Any
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
         "customer_ids": {"registered": "ann@example.com"} if ids is None else ids,
@@ -151,8 +151,9 @@ async def test_authentication_is_checked_before_the_project(
 
 async def test_custom_credentials_replace_the_defaults() -> None:
     """Keyword arguments set the project token and credentials that work."""
-    options = {"project_token": "p", "key_id": "k", "secret": "s", "public_token": "t"}
-    async with FakeTrackingAPI(**options) as server:
+    async with FakeTrackingAPI(
+        project_token="p", key_id="k", secret="s", public_token="t"
+    ) as server:
         assert server.auth == PrivateKey("k", "s")
         assert server.public_auth == PublicToken("t")
         headers = {"Authorization": basic("k", "s")}
@@ -211,7 +212,9 @@ async def test_more_than_fifty_commands_are_refused(
     status: int | None, expected: int
 ) -> None:
     """51 commands get 400 (or the configured status) and nothing is stored."""
-    options = {} if status is None else {"too_many_commands_status": status}
+    options: dict[str, Any] = {}
+    if status is not None:
+        options["too_many_commands_status"] = status
     async with FakeTrackingAPI(**options) as server:
         headers = {"Authorization": server.auth.header}
         commands = [cmd("customers/events", event(timestamp=i)) for i in range(51)]
@@ -445,7 +448,9 @@ async def test_single_route_validation_status_is_switchable(
     switch: int | None, expected: int
 ) -> None:
     """Invalid single-route input gets 200 success false, or the configured status."""
-    options = {} if switch is None else {"single_route_error_status": switch}
+    options: dict[str, Any] = {}
+    if switch is not None:
+        options["single_route_error_status"] = switch
     async with FakeTrackingAPI(**options) as server:
         headers = {"Authorization": server.auth.header}
         async with aiohttp.ClientSession(server.base_url, headers=headers) as client:

@@ -4,9 +4,15 @@
   unit tests;
 - ``FakeTrackingAPI`` is a real HTTP server on 127.0.0.1 that behaves like the
   Tracking API (auth, validation, deduplication, faults); its pytest fixture is
-  ``fake_tracking_api``.
+  ``fake_tracking_api``, registered when trackasync is installed.
 """
 
+from ._fake_api import (
+    CHAOS_KINDS as CHAOS_KINDS,
+    FakeTrackingAPI as FakeTrackingAPI,
+    HandledRequest as HandledRequest,
+)
+from ._fake_store import CustomerKey as CustomerKey, StoredEvent as StoredEvent
 from ._transport import (
     MockTransport as MockTransport,
     RecordingTransport as RecordingTransport,
@@ -16,7 +22,12 @@ from ._transport import (
 
 __all__ = (
     "accept_all",
+    "CHAOS_KINDS",
     "commands_of",
+    "CustomerKey",
+    "FakeTrackingAPI",
+    "HandledRequest",
     "MockTransport",
     "RecordingTransport",
+    "StoredEvent",
 )
