@@ -1,0 +1,70 @@
+"""Type-checked against the public API by mypy; never run.
+
+If a public signature changes in a way that breaks callers, mypy fails here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from trackasync import (
+    Client,
+    CloseReport,
+    Delivery,
+    DeliveryFailed,
+    FlushResult,
+    Limits,
+    PrivateKey,
+    PublicToken,
+    Receipt,
+    Retry,
+    Stats,
+)
+from trackasync.testing import FakeTrackingAPI, RecordingTransport
+
+
+async def use_client() -> None:
+    client = Client(
+        "https://api.exponea.com",
+        "token",
+        auth=PrivateKey("key", "secret"),
+        max_queue=100,
+        overflow="drop_old",
+        linger=0.1,
+        mode="batch",
+        max_in_flight=2,
+        rate_limit=None,
+        retry=Retry(attempts=3, timeout=10.0),
+        limits=Limits(max_batch_commands=10),
+        on_result=lambda delivery: None,
+        transport=RecordingTransport(),
+    )
+    async with client:
+        delivery: Delivery = await client.track({"registered": "a"}, "purchase", {"x": 1})
+        receipt: Receipt = await delivery
+        latency: float = receipt.latency
+        now = client.track_nowait(
+            {"registered": "a"}, "view", timestamp=datetime.now(timezone.utc)
+        )
+        failure: DeliveryFailed | None = now.exception() if now.done() else None
+        waited: Receipt = await client.track_and_wait({"registered": "a"}, "view")
+        update: Delivery = await client.update_customer({"registered": "a"}, {"t": 1})
+        update2: Delivery = client.update_customer_nowait(
+            {"registered": "a"}, {"t": 1}, update_timestamp=1700000000
+        )
+        flushed: FlushResult = await client.flush(timeout=1.0)
+        server_time: float = await client.system_time()
+        stats: Stats = client.stats()
+        reasons: int = stats.failed["gave_up"]
+    report: CloseReport = await client.aclose(timeout=1.0)
+    kept: list[Delivery] = report.undelivered
+    del latency, failure, waited, update, update2, flushed, server_time, reasons, kept
+
+
+async def use_fake() -> None:
+    async with FakeTrackingAPI() as api:
+        async with Client(api.base_url, api.project_token, auth=api.auth) as client:
+            client.track_nowait({"registered": "a"}, "view")
+        public: PublicToken = api.public_auth
+        count: int = api.event_count
+        del public, count
