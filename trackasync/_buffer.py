@@ -37,6 +37,7 @@ class CommandBuffer:
         "_on_drop",
         "_on_ready",
         "_putters",
+        "_woken",
         "accepted",
         "closed",
         "maxsize",
@@ -68,6 +69,9 @@ class CommandBuffer:
         self.closed = False
         self._items: deque[Delivery] = deque()
         self._putters: deque[asyncio.Future[None]] = deque()
+        # Putters woken for room that have not resumed yet: their slots are
+        # reserved, so a newcomer cannot take them and break the FIFO order.
+        self._woken = 0
         self._batch_count = batch_count
         self._batch_bytes = batch_bytes
         self._on_ready = on_ready
@@ -91,7 +95,7 @@ class CommandBuffer:
     def offer(self, delivery: Delivery) -> None:
         """Queue without waiting, applying the overflow policy when full."""
         items = self._items
-        if len(items) >= self.maxsize or self._putters:
+        if len(items) + self._woken >= self.maxsize or self._putters:
             self._overflow(delivery)
             self.accepted += 1
             return
@@ -105,30 +109,31 @@ class CommandBuffer:
     async def put(self, delivery: Delivery, timeout: float | None) -> None:
         """Queue, waiting up to ``timeout`` for room under the "wait" policy."""
         if self.overflow != "wait" or (
-            len(self._items) < self.maxsize and not self._putters
+            len(self._items) + self._woken < self.maxsize and not self._putters
         ):
             self.offer(delivery)
             return
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while len(self._items) >= self.maxsize:
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._putters.append(waiter)
-            remaining = None if deadline is None else deadline - loop.time()
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except BaseException as exc:
-                if waiter in self._putters:
-                    self._putters.remove(waiter)
-                elif waiter.done() and not waiter.cancelled():
-                    # Woken for room this caller will not use: pass it on.
-                    self._wake_putters()
-                if isinstance(exc, asyncio.TimeoutError):
-                    raise QueueFull(
-                        f"the queue stayed full ({self.maxsize} commands) for "
-                        f"{timeout} s; nothing was queued"
-                    ) from None
-                raise
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._putters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except BaseException as exc:
+            if waiter in self._putters:
+                self._putters.remove(waiter)
+            elif (
+                waiter.done() and not waiter.cancelled() and waiter.exception() is None
+            ):
+                # Woken for room this caller will not use: pass it on.
+                self._woken -= 1
+                self._wake_putters()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise QueueFull(
+                    f"the queue stayed full ({self.maxsize} commands) for "
+                    f"{timeout} s; nothing was queued"
+                ) from None
+            raise
+        # Woken by take(): the slot was reserved for this caller.
+        self._woken -= 1
         if self.closed:
             raise ClientClosed("the client closed while waiting for room")
         self.accepted += 1
@@ -190,10 +195,11 @@ class CommandBuffer:
                 )
 
     def _wake_putters(self) -> None:
-        room = self.maxsize - len(self._items)
+        room = self.maxsize - len(self._items) - self._woken
         putters = self._putters
         while room > 0 and putters:
             waiter = putters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._woken += 1
                 room -= 1

@@ -46,14 +46,20 @@ class Retry:
     max_retry_after: float = 60.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.attempts, int) or self.attempts < 1:
+        if (
+            not isinstance(self.attempts, int)
+            or isinstance(self.attempts, bool)
+            or self.attempts < 1
+        ):
             raise ConfigError(f"attempts must be an int >= 1, got {self.attempts!r}")
         _positive("timeout", self.timeout)
         _positive("wait_initial", self.wait_initial, allow_zero=True)
         _positive("wait_max", self.wait_max, allow_zero=True)
         _positive("max_retry_after", self.max_retry_after, allow_zero=True)
-        if self.wait_exp_base < 1:
-            raise ConfigError(f"wait_exp_base must be >= 1, got {self.wait_exp_base}")
+        if not 1 <= self.wait_exp_base < math.inf:  # also refuses NaN
+            raise ConfigError(
+                f"wait_exp_base must be a finite number >= 1, got {self.wait_exp_base}"
+            )
 
     @classmethod
     def none(cls) -> Retry:
@@ -79,7 +85,12 @@ class Limits:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 2:
                 raise ConfigError(f"{name} must be an int >= 2, got {value!r}")
-        if not 1 <= self.max_batch_commands <= MAX_BATCH_COMMANDS:
+        count = self.max_batch_commands
+        if (
+            not isinstance(count, int)
+            or isinstance(count, bool)
+            or not 1 <= count <= MAX_BATCH_COMMANDS
+        ):
             raise ConfigError(
                 f"max_batch_commands must be between 1 and {MAX_BATCH_COMMANDS}, "
                 f"got {self.max_batch_commands!r}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from itertools import product
 from typing import Any
 
 import msgspec
@@ -47,7 +48,13 @@ class _CustomerUpdate(msgspec.Struct, gc=False):
     update_timestamp: float
 
 
-_BAD_IDS = frozenset(("null", "undefined", "NULL", "Null", "UNDEFINED", "Undefined"))
+# Every spelling of "null" and "undefined" in any letter case, so the fast check
+# below is one set lookup; padded spellings ("null ") fail its last-character test.
+_BAD_IDS = frozenset(
+    "".join(chars)
+    for word in ("null", "undefined")
+    for chars in product(*((c, c.upper()) for c in word))
+)
 _join = "".join
 _MAX_KNOWN_NAMES = 10_000
 
@@ -97,8 +104,10 @@ class Codec:
             for name, value in ids.items():
                 if (
                     name.__class__ is not str
+                    or not name
                     or value.__class__ is not str
                     or not value[:1].isalnum()
+                    or not value[-1:].isalnum()
                     or value in _BAD_IDS
                 ):
                     self._check_id(name, value)
@@ -113,12 +122,12 @@ class Codec:
         try:
             body = self._encode(_Event(ids, event_type, timestamp, props))
         except Exception as exc:
-            raise self._diagnose(ids, props, exc) from None  # type: ignore[arg-type]
+            raise self._diagnose(ids, props, exc) from None
         # 84 is "T": a datetime may be inside. An int needle makes this a memchr.
         if len(body) >= self._max_value or 84 in body:
             body = self._recheck(
                 body,
-                props,  # type: ignore[arg-type]
+                props,
                 lambda p: self.event(ids, event_type, p, timestamp),
             )
         return body
@@ -161,11 +170,13 @@ class Codec:
                 field="customer_ids",
             )
         for name, value in customer_ids.items():
-            # Fast check first: most ids start with a letter or digit.
+            # Fast check first: most ids start and end with a letter or digit.
             if (
                 name.__class__ is not str
+                or not name
                 or value.__class__ is not str
                 or not value[:1].isalnum()
+                or not value[-1:].isalnum()
                 or value in _BAD_IDS
             ):
                 self._check_id(name, value)
@@ -284,5 +295,12 @@ def _utc_datetimes(value: Any, path: str = "") -> Any:
                 field=path,
             )
         if offset or value.tzinfo is not timezone.utc:
-            return value.astimezone(timezone.utc)
+            try:
+                return value.astimezone(timezone.utc)
+            except OverflowError:
+                raise InvalidEvent(
+                    f"property {path!r} is a datetime outside the range UTC can "
+                    "represent",
+                    field=path,
+                ) from None
     return value

@@ -56,8 +56,9 @@ class RateLimiter:
 
     def rate_limited(self, retry_after: float | None) -> None:
         """The API answered 429: slow down, and pause for ``retry_after`` if given."""
-        if self._rate is not None and self._current is not None:
-            self._current = max(self._rate * _FLOOR_SHARE, self._current / 2)
+        if self._rate is None or self._current is None:
+            return  # no pacing at all: the sender's own retry wait covers the 429
+        self._current = max(self._rate * _FLOOR_SHARE, self._current / 2)
         if retry_after:
             self._next = max(self._next, time.monotonic() + retry_after)
 

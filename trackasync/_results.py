@@ -186,9 +186,17 @@ def match_results(
         index = position
         command_id = result.command_id
         if command_id is not None:
-            try:
+            # Only the ids the client sends ("0", "1", ...) or their int echo:
+            # int() would also take 1.5, True, " 1" or "1_0" for an id.
+            if command_id.__class__ is int:
+                index = command_id
+            elif (
+                command_id.__class__ is str
+                and command_id.isascii()
+                and command_id.isdigit()
+            ):
                 index = int(command_id)
-            except (TypeError, ValueError):
+            else:
                 continue
         if 0 <= index < count and matched[index] is None:
             matched[index] = result

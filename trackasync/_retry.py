@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from datetime import timezone
@@ -24,10 +25,11 @@ def is_retryable(error: RequestError) -> bool:
 
 def backoff(policy: Retry, attempt: int, rng: random.Random) -> float:
     """Full-jitter wait before retry number ``attempt`` (1 = the first retry)."""
-    ceiling = min(
-        policy.wait_max, policy.wait_initial * policy.wait_exp_base ** (attempt - 1)
-    )
-    return rng.uniform(0.0, ceiling)
+    try:
+        grown = policy.wait_initial * policy.wait_exp_base ** (attempt - 1)
+    except OverflowError:  # the power left float range: the cap applies anyway
+        grown = policy.wait_max if policy.wait_initial else 0.0
+    return rng.uniform(0.0, min(policy.wait_max, grown))
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -50,6 +52,6 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         if when.tzinfo is None:  # "-0000": HTTP dates are GMT by definition
             when = when.replace(tzinfo=timezone.utc)
         seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
+    if math.isnan(seconds) or math.isinf(seconds):  # "nan", "inf": unreadable
         return None
     return max(0.0, seconds)

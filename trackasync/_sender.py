@@ -179,13 +179,14 @@ class Sender:
                 if not retry:
                     return
                 retry_after = parse_retry_after(response.header("retry-after"))
-            if isinstance(error, RateLimited):
-                counters.rate_limited += 1
-                self._rate.rate_limited(retry_after)
             if retry_after is not None:
                 delay = min(retry_after, policy.max_retry_after)
             else:
                 delay = backoff(policy, attempt, self._rng)
+            if isinstance(error, RateLimited):
+                counters.rate_limited += 1
+                # The pause applies to every request, so it gets the same cap.
+                self._rate.rate_limited(None if retry_after is None else delay)
             keep = self._still_worth_trying(retry, error, delay)
             if not keep:
                 return

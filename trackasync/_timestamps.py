@@ -34,7 +34,14 @@ def to_seconds(value: object, field: str) -> float:
             f"{field} must be a number of seconds, not a bool", field=field
         )
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond float range (too long to repr, even)
+            raise InvalidEvent(
+                f"{field} must be a finite number of seconds, got an int too large "
+                "for a float",
+                field=field,
+            ) from None
     elif isinstance(value, datetime):
         seconds = _from_datetime(value, field)
     elif isinstance(value, str):

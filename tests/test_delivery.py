@@ -1,0 +1,222 @@
+"""Tests for ``trackasync._delivery``: one queued command and its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import warnings
+from typing import Any
+
+import pytest
+
+from trackasync._delivery import Accepted, Delivery, Receipt
+from trackasync._exceptions import DeliveryFailed
+
+BODY = b'{"customer_ids":{"registered":"ann"},"event_type":"view","timestamp":1.5,"properties":{"n":1}}'
+
+
+def make(enqueued_at: float = 10.0) -> Delivery:
+    return Delivery("customers/events", BODY, enqueued_at)
+
+
+def failure(reason: Any = "rejected") -> DeliveryFailed:
+    return DeliveryFailed(reason, "refused", errors=["bad"], status=200, attempts=1)
+
+
+async def settle() -> None:
+    """Let every ready task run (no real waiting)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_new_delivery_is_pending() -> None:
+    """A fresh delivery is not done, and asking for its outcome raises."""
+    delivery = make()
+    assert not delivery.done()
+    assert not delivery.delivered()
+    assert delivery.attempts == 0
+    with pytest.raises(asyncio.InvalidStateError):
+        delivery.result()
+    with pytest.raises(asyncio.InvalidStateError):
+        delivery.exception()
+    assert repr(delivery) == "<Delivery customers/events pending attempts=0>"
+
+
+def test_data_decodes_the_body() -> None:
+    """data() returns the decoded command body."""
+    assert make().data() == {
+        "customer_ids": {"registered": "ann"},
+        "event_type": "view",
+        "timestamp": 1.5,
+        "properties": {"n": 1},
+    }
+
+
+def test_succeed_gives_a_receipt() -> None:
+    """After _succeed, result() is a Receipt built from the accepting answer."""
+    delivery = make(enqueued_at=10.0)
+    delivery.attempts = 2
+    assert delivery._succeed(Accepted(200, "req-1", 10.75)) is True
+    assert delivery.done()
+    assert delivery.delivered()
+    assert delivery.exception() is None
+    assert delivery.result() == Receipt(
+        attempts=2, status=200, request_id="req-1", latency=0.75
+    )
+    assert repr(delivery) == "<Delivery customers/events delivered attempts=2>"
+
+
+def test_latency_is_never_negative() -> None:
+    """A clock that went backwards gives a latency of 0, not a negative one."""
+    delivery = make(enqueued_at=10.0)
+    delivery._succeed(Accepted(200, None, 9.0))
+    assert delivery.result().latency == 0.0
+
+
+def test_fail_raises_delivery_failed() -> None:
+    """After _fail, result() raises that DeliveryFailed and exception() returns it."""
+    delivery = make()
+    error = failure()
+    assert delivery._fail(error) is True
+    assert delivery.done()
+    assert not delivery.delivered()
+    assert delivery.exception() is error
+    with pytest.raises(DeliveryFailed) as info:
+        delivery.result()
+    assert info.value is error
+    assert repr(delivery).startswith("<Delivery customers/events failed")
+
+
+def test_first_outcome_wins() -> None:
+    """Once settled, later _succeed/_fail calls change nothing and return False."""
+    delivered = make()
+    delivered._succeed(Accepted(200, "a", 11.0))
+    assert delivered._fail(failure()) is False
+    assert delivered._succeed(Accepted(500, "b", 12.0)) is False
+    assert delivered.result().request_id == "a"
+
+    failed = make()
+    error = failure("gave_up")
+    failed._fail(error)
+    assert failed._succeed(Accepted(200, "a", 11.0)) is False
+    assert failed._fail(failure("closed")) is False
+    assert failed.exception() is error
+
+
+async def test_await_returns_the_receipt() -> None:
+    """Awaiting a delivery waits for _succeed and returns the Receipt."""
+    delivery = make()
+    task = asyncio.create_task(_await(delivery))
+    await settle()
+    assert not task.done()
+    delivery._succeed(Accepted(202, "req-9", 11.0))
+    receipt = await asyncio.wait_for(task, 1.0)
+    assert receipt == Receipt(attempts=0, status=202, request_id="req-9", latency=1.0)
+
+
+async def test_await_raises_after_fail() -> None:
+    """Awaiting a delivery raises its DeliveryFailed once _fail is called."""
+    delivery = make()
+    task = asyncio.create_task(_await(delivery))
+    await settle()
+    error = failure()
+    delivery._fail(error)
+    with pytest.raises(DeliveryFailed) as info:
+        await asyncio.wait_for(task, 1.0)
+    assert info.value is error
+    assert info.value.reason == "rejected"
+
+
+async def test_await_after_outcome_returns_at_once() -> None:
+    """Awaiting an already settled delivery does not wait."""
+    delivered = make()
+    delivered._succeed(Accepted(200, None, 10.0))
+    assert (await delivered).status == 200
+    failed = make()
+    failed._fail(failure())
+    with pytest.raises(DeliveryFailed):
+        await failed
+
+
+async def test_several_awaiters_all_get_the_outcome() -> None:
+    """Every concurrent awaiter receives the same receipt."""
+    delivery = make()
+    tasks = [asyncio.create_task(_await(delivery)) for _ in range(5)]
+    await settle()
+    delivery._succeed(Accepted(200, "req-2", 12.0))
+    receipts = await asyncio.wait_for(asyncio.gather(*tasks), 1.0)
+    assert len(set(receipts)) == 1
+    assert receipts[0].request_id == "req-2"
+
+
+async def test_several_awaiters_all_see_the_failure() -> None:
+    """Every concurrent awaiter gets the same DeliveryFailed."""
+    delivery = make()
+    tasks = [asyncio.create_task(_await(delivery)) for _ in range(3)]
+    await settle()
+    error = failure("closed")
+    delivery._fail(error)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(result is error for result in results)
+
+
+async def test_cancelled_awaiter_does_not_affect_the_delivery() -> None:
+    """Cancelling one awaiter leaves the delivery pending and other awaiters waiting."""
+    delivery = make()
+    cancelled = asyncio.create_task(_await(delivery))
+    kept = asyncio.create_task(_await(delivery))
+    await settle()
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert not delivery.done()
+    assert not kept.done()
+    delivery._succeed(Accepted(200, "req-3", 10.5))
+    receipt = await asyncio.wait_for(kept, 1.0)
+    assert receipt.request_id == "req-3"
+    assert delivery.delivered()
+
+
+async def test_awaiting_with_timeout_can_be_retried() -> None:
+    """A caller that times out waiting can await the same delivery again."""
+    delivery = make()
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(_await(delivery), 0.001)
+    assert not delivery.done()
+    delivery._fail(failure("gave_up"))
+    with pytest.raises(DeliveryFailed) as info:
+        await delivery
+    assert info.value.reason == "gave_up"
+
+
+async def test_never_awaited_delivery_produces_no_warning() -> None:
+    """Deliveries settled but never awaited leave no warning or loop error behind."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            failed = make()
+            failed._fail(failure())
+            delivered = make()
+            delivered._succeed(Accepted(200, None, 11.0))
+            pending = make()
+            # An awaiter that was cancelled before the outcome: still no warning.
+            waiter = asyncio.create_task(_await(failed_later := make()))
+            await settle()
+            waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+            failed_later._fail(failure())
+            del failed, delivered, pending, waiter, failed_later
+            gc.collect()
+            await settle()
+        assert caught == []
+        assert reported == []
+    finally:
+        loop.set_exception_handler(previous)
+
+
+async def _await(delivery: Delivery) -> Receipt:
+    return await delivery

@@ -1,0 +1,178 @@
+"""Tests for ``trackasync._ratelimit``: client-side pacing and 429 back-off."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from types import SimpleNamespace
+
+import pytest
+
+from trackasync import _ratelimit
+from trackasync._ratelimit import DEFAULT_RATE_LIMIT, RateLimiter
+
+
+class Clock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The rate limiter's clock, frozen until a test advances it."""
+    fake = Clock()
+    monkeypatch.setattr(_ratelimit, "time", SimpleNamespace(monotonic=fake))
+    return fake
+
+
+# Rate 4/s gives an interval of 0.25 s: exact in binary, so delays compare exactly.
+RATE = 4.0
+INTERVAL = 0.25
+
+
+def test_default_rate_is_under_the_api_limit() -> None:
+    """The default pacing stays at the API's 100 requests per second."""
+    assert DEFAULT_RATE_LIMIT == 100.0
+
+
+def test_burst_of_five_then_one_interval_apart(clock: Clock) -> None:
+    """A quiet limiter lets five requests through, then spaces them by 1/rate."""
+    limiter = RateLimiter(RATE)
+    delays = [limiter.delay() for _ in range(9)]
+    assert delays == [0.0] * 5 + [0.25, 0.5, 0.75, 1.0]
+
+
+def test_requests_at_the_rate_never_wait(clock: Clock) -> None:
+    """Requests that arrive one interval apart are never delayed."""
+    limiter = RateLimiter(RATE)
+    for _ in range(50):
+        assert limiter.delay() == 0.0
+        clock.now += INTERVAL
+
+
+def test_faster_requests_are_paced_to_the_rate(clock: Clock) -> None:
+    """Requests arriving at twice the rate end up waiting for their slots."""
+    limiter = RateLimiter(RATE)
+    starts = []
+    for _ in range(40):
+        starts.append(clock.now + limiter.delay())
+        clock.now += INTERVAL / 2
+    gaps = [later - earlier for earlier, later in pairwise(starts[10:])]
+    assert gaps == pytest.approx([INTERVAL] * len(gaps))
+
+
+def test_burst_allowance_comes_back_after_idling(clock: Clock) -> None:
+    """After a quiet spell of five intervals, five requests go at once again."""
+    limiter = RateLimiter(RATE)
+    for _ in range(10):
+        limiter.delay()
+    clock.now += 10.0
+    assert [limiter.delay() for _ in range(6)] == [0.0] * 5 + [0.25]
+
+
+def test_burst_is_not_banked_beyond_five(clock: Clock) -> None:
+    """Idling for a long time does not allow more than the burst at once."""
+    limiter = RateLimiter(RATE)
+    clock.now += 3600.0
+    assert [limiter.delay() for _ in range(7)] == [0.0] * 5 + [0.25, 0.5]
+
+
+def test_429_halves_the_rate(clock: Clock) -> None:
+    """Each 429 halves the current rate, and pacing follows the new interval."""
+    limiter = RateLimiter(RATE)
+    for _ in range(5):
+        limiter.delay()
+    limiter.rate_limited(None)
+    assert limiter.current_rate == 2.0
+    assert [limiter.delay() for _ in range(3)] == [0.25, 0.75, 1.25]
+
+
+def test_429_halving_stops_at_the_floor() -> None:
+    """Repeated 429s never push the rate below 5 % of the configured one."""
+    limiter = RateLimiter(100.0)
+    seen = []
+    for _ in range(8):
+        limiter.rate_limited(None)
+        seen.append(limiter.current_rate)
+    assert seen == [50.0, 25.0, 12.5, 6.25, 5.0, 5.0, 5.0, 5.0]
+
+
+def test_retry_after_pauses_the_next_request(clock: Clock) -> None:
+    """A 429 with Retry-After holds the next slot until that many seconds pass."""
+    limiter = RateLimiter(100.0)
+    limiter.rate_limited(3.0)
+    assert limiter.delay() == pytest.approx(3.0)
+    clock.now += 3.0
+    assert limiter.delay() == pytest.approx(0.02)  # the slot after it, at 50/s
+
+
+def test_retry_after_never_shortens_a_longer_wait(clock: Clock) -> None:
+    """A shorter Retry-After does not bring a later reserved slot forward."""
+    limiter = RateLimiter(100.0)
+    limiter.rate_limited(5.0)
+    limiter.rate_limited(1.0)
+    assert limiter.delay() == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("retry_after", [None, 0.0])
+def test_429_without_retry_after_does_not_pause(
+    clock: Clock, retry_after: float | None
+) -> None:
+    """Without a positive Retry-After, a 429 only slows the rate down."""
+    limiter = RateLimiter(RATE)
+    limiter.rate_limited(retry_after)
+    assert limiter.delay() == 0.0
+
+
+def test_accepted_recovers_additively_to_the_configured_rate() -> None:
+    """Each accepted request adds 2 % of the configured rate, up to that rate."""
+    limiter = RateLimiter(100.0)
+    limiter.rate_limited(None)
+    assert limiter.current_rate == 50.0
+    limiter.accepted()
+    assert limiter.current_rate == pytest.approx(52.0)
+    for _ in range(23):
+        limiter.accepted()
+    assert limiter.current_rate == pytest.approx(98.0)
+    limiter.accepted()
+    limiter.accepted()
+    assert limiter.current_rate == 100.0
+
+
+def test_accepted_at_full_rate_changes_nothing() -> None:
+    """Accepted requests never raise the rate above the configured one."""
+    limiter = RateLimiter(100.0)
+    for _ in range(10):
+        limiter.accepted()
+    assert limiter.current_rate == 100.0
+
+
+def test_no_rate_never_delays(clock: Clock) -> None:
+    """With rate None nothing is ever delayed, not even after 429s."""
+    limiter = RateLimiter(None)
+    assert all(limiter.delay() == 0.0 for _ in range(1000))
+    limiter.rate_limited(None)
+    limiter.rate_limited(30.0)
+    limiter.accepted()
+    assert limiter.current_rate is None
+    assert all(limiter.delay() == 0.0 for _ in range(100))
+
+
+async def test_acquire_sleeps_for_the_delay(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """acquire() sleeps exactly as long as delay() says, and not at all for 0."""
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(_ratelimit, "_sleep", fake_sleep)
+    limiter = RateLimiter(RATE)
+    for _ in range(7):
+        await limiter.acquire()
+    assert slept == [0.25, 0.5]
