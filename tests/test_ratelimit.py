@@ -91,14 +91,27 @@ def test_429_halves_the_rate(clock: Clock) -> None:
     assert [limiter.delay() for _ in range(3)] == [0.25, 0.75, 1.25]
 
 
-def test_429_halving_stops_at_the_floor() -> None:
+def test_429_halving_stops_at_the_floor(clock: Clock) -> None:
     """Repeated 429s never push the rate below 5 % of the configured one."""
     limiter = RateLimiter(100.0)
     seen = []
     for _ in range(8):
         limiter.rate_limited(None)
         seen.append(limiter.current_rate)
+        clock.now += 1.0
     assert seen == [50.0, 25.0, 12.5, 6.25, 5.0, 5.0, 5.0, 5.0]
+
+
+def test_429s_close_together_cut_the_rate_once(clock: Clock) -> None:
+    """429s within a second of each other are one overload, so one halving."""
+    limiter = RateLimiter(100.0)
+    for _ in range(4):
+        limiter.rate_limited(None)
+        clock.now += 0.2
+    assert limiter.current_rate == 50.0
+    clock.now += 0.3
+    limiter.rate_limited(None)
+    assert limiter.current_rate == 25.0
 
 
 def test_retry_after_pauses_the_next_request(clock: Clock) -> None:

@@ -19,6 +19,9 @@ _BURST = 5
 # climbs back by this share per accepted request (additive increase).
 _FLOOR_SHARE = 0.05
 _RECOVERY_SHARE = 0.02
+# Requests in flight together meet the same overload: their 429s are one
+# signal, so the rate is cut at most once per this many seconds.
+_CUT_SPACING = 1.0
 
 # Looked up at call time, so tests can drive pacing without real waiting.
 _sleep = asyncio.sleep
@@ -27,12 +30,13 @@ _sleep = asyncio.sleep
 class RateLimiter:
     """Paces requests to ``rate`` per second (``None``: no pacing)."""
 
-    __slots__ = ("_current", "_next", "_rate")
+    __slots__ = ("_current", "_last_cut", "_next", "_rate")
 
     def __init__(self, rate: float | None) -> None:
         self._rate = rate
         self._current = rate
         self._next = 0.0
+        self._last_cut = -_CUT_SPACING
 
     @property
     def current_rate(self) -> float | None:
@@ -58,9 +62,12 @@ class RateLimiter:
         """The API answered 429: slow down, and pause for ``retry_after`` if given."""
         if self._rate is None or self._current is None:
             return  # no pacing at all: the sender's own retry wait covers the 429
-        self._current = max(self._rate * _FLOOR_SHARE, self._current / 2)
+        now = time.monotonic()
+        if now - self._last_cut >= _CUT_SPACING:
+            self._last_cut = now
+            self._current = max(self._rate * _FLOOR_SHARE, self._current / 2)
         if retry_after:
-            self._next = max(self._next, time.monotonic() + retry_after)
+            self._next = max(self._next, now + retry_after)
 
     def accepted(self) -> None:
         """A request went through: recover toward the configured rate."""
