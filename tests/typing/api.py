@@ -40,7 +40,9 @@ async def use_client() -> None:
         transport=RecordingTransport(),
     )
     async with client:
-        delivery: Delivery = await client.track({"registered": "a"}, "purchase", {"x": 1})
+        delivery: Delivery = await client.track(
+            {"registered": "a"}, "purchase", {"x": 1}
+        )
         receipt: Receipt = await delivery
         latency: float = receipt.latency
         now = client.track_nowait(
