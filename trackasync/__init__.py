@@ -5,11 +5,7 @@ Everything public is importable from here; the submodules are private.
 
 from ._auth import PrivateKey as PrivateKey, PublicToken as PublicToken
 from ._buffer import Overflow as Overflow
-from ._client import (
-    Client as Client,
-    CloseReport as CloseReport,
-    FlushResult as FlushResult,
-)
+from ._client import Client as Client
 from ._config import Limits as Limits, Retry as Retry
 from ._delivery import Delivery as Delivery, Receipt as Receipt
 from ._exceptions import (
@@ -31,7 +27,11 @@ from ._exceptions import (
     TransportError as TransportError,
 )
 from ._sender import Mode as Mode
-from ._stats import Stats as Stats
+from ._stats import (
+    CloseReport as CloseReport,
+    FlushResult as FlushResult,
+    Stats as Stats,
+)
 from ._transport import (
     AiohttpTransport as AiohttpTransport,
     Request as Request,

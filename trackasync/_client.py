@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 import anyio
 import msgspec
-from anyio.abc import TaskGroup
 
 from ._auth import PrivateKey, PublicToken
 from ._batcher import Batcher
 from ._buffer import CommandBuffer, Overflow
-from ._config import Limits, Retry, _positive
+from ._config import Limits, Retry, _positive, api_base
 from ._delivery import Delivery, Receipt
 from ._encoding import Codec
 from ._exceptions import (
@@ -38,7 +34,7 @@ from ._ledger import Ledger, ResultHook
 from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimiter
 from ._results import error_for, request_id
 from ._sender import MODES, Mode, Sender
-from ._stats import Counters, Stats, ThrottledWarning
+from ._stats import CloseReport, Counters, FlushResult, Stats, ThrottledWarning
 from ._timestamps import now as _now, to_seconds
 from ._transport import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -66,53 +62,6 @@ _time_ns = time.time_ns
 _NOT_OPEN = object()
 
 _UNOPENED, _OPEN, _CLOSING, _CLOSED = "unopened", "open", "closing", "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class FlushResult:
-    """What ``flush()`` waited for: the commands queued or in flight at the call."""
-
-    delivered: int
-    failed: int
-    #: Still without an outcome (only when ``flush`` timed out).
-    pending: int
-
-
-@dataclass(frozen=True, slots=True)
-class CloseReport:
-    """The end of a client: totals, and every command that was not delivered."""
-
-    delivered: int
-    failed: Mapping[str, int]
-    #: Commands that ended "closed": never delivered, kept for the caller.
-    undelivered: list[Delivery] = field(repr=False)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _base_url(base_url: str, project_token: str, allow_http: bool) -> str:
-    if not isinstance(base_url, str) or not base_url:
-        raise ConfigError(
-            "base_url must be the API's URL, e.g. https://api.exponea.com"
-        )
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigError(f"base_url must be an http(s) URL, got {base_url!r}")
-    if parts.scheme == "http" and not allow_http and not _is_loopback(parts.hostname):
-        raise ConfigError(
-            f"refusing plain http:// to {parts.hostname}: credentials would travel in "
-            "clear text. Use https://, or pass allow_http=True if you mean it"
-        )
-    if not isinstance(project_token, str) or not project_token.strip():
-        raise ConfigError("project_token must be a non-empty string")
-    return f"{base_url.rstrip('/')}/track/v2/projects/{quote(project_token, safe='')}"
 
 
 class Client:
@@ -165,7 +114,7 @@ class Client:
             _positive("rate_limit", rate_limit)
         if on_result is not None and not callable(on_result):
             raise ConfigError("on_result must be callable")
-        self._base = _base_url(base_url, project_token, allow_http)
+        self._base = api_base(base_url, project_token, allow_http)
         self._auth = auth
         self._limits = limits or Limits()
         self._retry = retry or Retry()
@@ -279,18 +228,11 @@ class Client:
         batcher = self._batcher
         assert batcher is not None
         async with anyio.create_task_group() as task_group:
-            self._ledger.spawn = self._spawner(task_group)
+            self._ledger.spawn = task_group.start_soon
             try:
                 await batcher.run(task_group)
             finally:
                 self._ledger.spawn = None
-
-    @staticmethod
-    def _spawner(task_group: TaskGroup) -> Any:
-        def spawn(func: Any, delivery: Delivery) -> None:
-            task_group.start_soon(func, delivery)
-
-        return spawn
 
     def _on_ready(self) -> None:
         if self._batcher is not None:
@@ -324,16 +266,15 @@ class Client:
         self._open_loop = _NOT_OPEN
         self._closed_event = asyncio.Event()
         self._buffer.close()
-        undelivered: list[Delivery] = []
         try:
             with anyio.CancelScope(shield=True):
-                await self._shutdown(budget, undelivered)
+                await self._shutdown(budget)
         finally:
             self._state = _CLOSED
             self._report = CloseReport(
                 delivered=self._counters.delivered,
                 failed=dict(self._counters.failed),
-                undelivered=undelivered,
+                undelivered=list(self._ledger.closed),
             )
             self._closed_event.set()
         return self._report
@@ -344,7 +285,7 @@ class Client:
         assert self._report is not None
         return self._report
 
-    async def _shutdown(self, budget: float, undelivered: list[Delivery]) -> None:
+    async def _shutdown(self, budget: float) -> None:
         deadline = _monotonic() + budget
         runner = self._runner
         if runner is not None and self._batcher is not None:
@@ -373,7 +314,6 @@ class Client:
                     "closed", "the client closed before the command was sent"
                 ),
             )
-        undelivered.extend(self._ledger.closed)
         late = self._ledger.late_hooks
         self._ledger.late_hooks = []
         with anyio.move_on_after(max(0.0, deadline - _monotonic())):

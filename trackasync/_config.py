@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
 
 from ._exceptions import ConfigError
 
@@ -102,3 +104,32 @@ class Limits:
                 "max_batch_bytes must exceed max_command_bytes by at least 256 "
                 "bytes (room for one full-size command and the batch envelope)"
             )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine: plain http is safe only there."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_base(base_url: str, project_token: str, allow_http: bool) -> str:
+    """The root of the tracking routes for one project, validated."""
+    if not isinstance(base_url, str) or not base_url:
+        raise ConfigError(
+            "base_url must be the API's URL, e.g. https://api.exponea.com"
+        )
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"base_url must be an http(s) URL, got {base_url!r}")
+    if parts.scheme == "http" and not allow_http and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"refusing plain http:// to {parts.hostname}: credentials would travel in "
+            "clear text. Use https://, or pass allow_http=True if you mean it"
+        )
+    if not isinstance(project_token, str) or not project_token.strip():
+        raise ConfigError("project_token must be a non-empty string")
+    return f"{base_url.rstrip('/')}/track/v2/projects/{quote(project_token, safe='')}"

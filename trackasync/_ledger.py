@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 from ._delivery import Accepted, Delivery
 from ._exceptions import DeliveryFailed
@@ -18,7 +19,7 @@ from ._stats import Counters
 logger = logging.getLogger("trackasync")
 
 ResultHook = Callable[[Delivery], Awaitable[None] | None]
-Spawn = Callable[[Callable[[Delivery], Awaitable[None]], Delivery], None]
+Spawn = Callable[[Callable[[Delivery], Coroutine[Any, Any, None]], Delivery], object]
 
 
 class Ledger:

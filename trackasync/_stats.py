@@ -5,7 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._delivery import Delivery
 
 logger = logging.getLogger("trackasync")
 
@@ -104,3 +108,23 @@ class ThrottledWarning:
             logger.warning(self._message, self._pending)
             self._pending = 0
             self._last = now
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    """What ``flush()`` waited for: the commands queued or in flight at the call."""
+
+    delivered: int
+    failed: int
+    #: Still without an outcome (only when ``flush`` timed out).
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReport:
+    """The end of a client: totals, and every command that was not delivered."""
+
+    delivered: int
+    failed: Mapping[str, int]
+    #: Commands that ended "closed": never delivered, kept for the caller.
+    undelivered: list[Delivery] = field(repr=False)

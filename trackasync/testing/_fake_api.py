@@ -9,7 +9,6 @@ commands, random chaos and a rate limiter.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from .._auth import PrivateKey, PublicToken
+from .._config import is_loopback
 from ._fake_faults import (
     CHAOS_KINDS,
     Fault,
@@ -53,15 +53,6 @@ REAL_RATE_WINDOW = 60.0
 """...counted over a one-minute window."""
 
 DEFAULT_REJECTION = "Rejected by the fake server"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class FakeTrackingAPI(FakeServer):
@@ -120,7 +111,7 @@ class FakeTrackingAPI(FakeServer):
         clock_offset: float = 0.0,
         allow_remote: bool = False,
     ) -> None:
-        if not allow_remote and not _is_loopback(host):
+        if not allow_remote and not is_loopback(host):
             raise ValueError(
                 f"refusing to bind {host!r}: the fake server accepts anyone's data; "
                 "pass allow_remote=True to serve beyond the loopback interface"
