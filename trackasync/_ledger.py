@@ -41,10 +41,11 @@ class Ledger:
     def accepted(self, deliveries: Sequence[Delivery], accepted: Accepted) -> None:
         """The API accepted these commands."""
         done = 0
+        hook = self._hook
         for delivery in deliveries:
             if delivery._succeed(accepted):
                 done += 1
-                if self._hook is not None:
+                if hook is not None:
                     self._call_hook(delivery)
         self.counters.delivered += done
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from ._config import MAX_BATCH_COMMANDS
 from ._exceptions import (
     APIError,
     AuthError,
@@ -173,6 +174,11 @@ def batch_answer(response: Response) -> BatchAnswer | None:
     )
 
 
+# The ids the client sends, by position; an echo equal to its own position's id
+# needs no parsing.
+_POSITION_IDS = tuple(str(index) for index in range(MAX_BATCH_COMMANDS))
+
+
 def match_results(
     results: list[CommandResult], count: int
 ) -> list[CommandResult | None]:
@@ -185,7 +191,9 @@ def match_results(
     for position, result in enumerate(results):
         index = position
         command_id = result.command_id
-        if command_id is not None:
+        if position < count and command_id == _POSITION_IDS[position]:
+            pass  # the common case: results in order, ids echoed as sent
+        elif command_id is not None:
             # Only the ids the client sends ("0", "1", ...) or their int echo:
             # int() would also take 1.5, True, " 1" or "1_0" for an id.
             if command_id.__class__ is int:

@@ -15,7 +15,7 @@ from typing import Literal
 
 import anyio
 
-from ._config import Retry
+from ._config import MAX_BATCH_COMMANDS, Retry
 from ._delivery import Accepted, Delivery, Kind
 from ._exceptions import APIError, BadRequest, DeliveryFailed, RateLimited, RequestError
 from ._ledger import Ledger
@@ -44,7 +44,6 @@ _sleep = anyio.sleep
 _monotonic = time.monotonic
 
 _KINDS: tuple[Kind, ...] = ("customers/events", "customers")
-_MAX_ITEMS = 50
 
 
 def _item_prefixes(kind: Kind) -> list[bytes]:
@@ -55,7 +54,7 @@ def _item_prefixes(kind: Kind) -> list[bytes]:
     prefixes = [b'{"commands":[{"name":"%s","command_id":"0","data":' % kind.encode()]
     prefixes += [
         b'},{"name":"%s","command_id":"%d","data":' % (kind.encode(), index)
-        for index in range(1, _MAX_ITEMS)
+        for index in range(1, MAX_BATCH_COMMANDS)
     ]
     return prefixes
 
