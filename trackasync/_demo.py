@@ -121,8 +121,9 @@ def _progress(out: TextIO, client: Client, sent: int, started: float) -> None:
     out.flush()
 
 
-async def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+async def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run the demo; returns the process exit code (0 when the check passes)."""
+    out = sys.stdout if out is None else out
     rng = random.Random(args.seed)
     reject_threshold = args.reject_rate
     async with FakeTrackingAPI() as api:
