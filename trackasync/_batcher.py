@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 
-import anyio
 from anyio.abc import TaskGroup
 
 from ._buffer import CommandBuffer
@@ -42,7 +41,13 @@ class Batcher:
         self._sender = sender
         self._rate = rate
         self._linger = linger
-        self._slots = anyio.Semaphore(max_in_flight)
+        # asyncio's primitives, not anyio's: these run once per request on the
+        # hot path, and anyio's checkpoints cost several times more.
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._workers = max_in_flight
+        self._started = 0
+        self._task_group: TaskGroup | None = None
+        self._jobs: asyncio.Queue[list[Delivery] | None] = asyncio.Queue()
         self._max_count = max_batch_commands
         self._max_bytes = max_batch_bytes
         self._wake = asyncio.Event()
@@ -66,24 +71,36 @@ class Batcher:
         self._wake.set()
 
     async def run(self, task_group: TaskGroup) -> None:
-        """Loop until closed and the queue is empty. Never dies of an error."""
-        while True:
-            try:
-                if await self._step(task_group):
-                    return
-            except Exception:
-                # Never let a bug stop the pipeline; the commands stay queued.
-                logger.exception("batcher error; continuing")
-                await anyio.sleep(0.1)
+        """Loop until closed and the queue is empty. Never dies of an error.
 
-    async def _step(self, task_group: TaskGroup) -> bool:
+        Requests are sent by up to ``max_in_flight`` long-lived workers rather
+        than a task per request: starting a task costs more than a whole batch's
+        worth of bookkeeping. Workers start with the first requests, so a client
+        that never sends starts none.
+        """
+        self._task_group = task_group
+        try:
+            while True:
+                try:
+                    if await self._step():
+                        return
+                except Exception:
+                    # Never let a bug stop the pipeline; the commands stay queued.
+                    logger.exception("batcher error; continuing")
+                    await asyncio.sleep(0.1)
+        finally:
+            for _ in range(self._started):
+                self._jobs.put_nowait(None)  # each worker stops after its last job
+
+    async def _step(self) -> bool:
         """One decision. Returns True when the loop should end."""
         buffer = self._buffer
-        self._wake.clear()
+        wake = self._wake
+        wake.clear()
         if not len(buffer):
             if self._closing:
                 return True
-            await self._wake.wait()
+            await wake.wait()
             return False
         oldest = buffer.oldest()
         if oldest is not None and not (
@@ -91,8 +108,13 @@ class Batcher:
         ):
             delay = oldest.enqueued_at + self._linger - time.monotonic()
             if delay > 0:
-                with anyio.move_on_after(delay):
-                    await self._wake.wait()
+                # A timer that sets the event is far cheaper than a cancel scope
+                # or wait_for, and this wait happens about once per request.
+                timer = asyncio.get_running_loop().call_later(delay, wake.set)
+                try:
+                    await wake.wait()
+                finally:
+                    timer.cancel()
                 return False
         await self._slots.acquire()
         try:
@@ -105,11 +127,20 @@ class Batcher:
             self._slots.release()
             return False
         self._urgent = max(0, self._urgent - len(batch))
-        task_group.start_soon(self._send, batch)
+        self._sender.hand_over(batch)
+        if self._started < self._workers and self._task_group is not None:
+            self._task_group.start_soon(self._worker)
+            self._started += 1
+        self._jobs.put_nowait(batch)
         return False
 
-    async def _send(self, batch: list[Delivery]) -> None:
-        try:
-            await self._sender.deliver(batch)
-        finally:
-            self._slots.release()
+    async def _worker(self) -> None:
+        jobs = self._jobs
+        while True:
+            batch = await jobs.get()
+            if batch is None:
+                return
+            try:
+                await self._sender.deliver(batch)
+            finally:
+                self._slots.release()

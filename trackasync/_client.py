@@ -305,8 +305,7 @@ class Client:
         # What is left never got a final answer: give it back to the caller.
         closing = self._buffer.drain()
         if self._sender is not None:
-            for commands in list(self._sender.in_flight.values()):
-                closing.extend(commands)
+            closing.extend(self._sender.abandon())
         for delivery in closing:
             self._ledger.failed(
                 delivery,

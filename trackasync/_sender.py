@@ -100,18 +100,28 @@ class Sender:
         self._ledger = ledger
         self._counters = counters
         self._rng = rng or random.Random()
-        #: Groups being delivered now, so ``flush`` and ``aclose`` can find them.
+        #: Groups handed over and not yet finished, so ``flush`` and ``aclose``
+        #: can find them.
         self.in_flight: dict[int, list[Delivery]] = {}
 
+    def hand_over(self, commands: list[Delivery]) -> None:
+        """The batcher cut ``commands`` for delivery: they are in flight from now."""
+        self.in_flight[id(commands)] = commands
+        self._counters.in_flight += len(commands)
+
+    def abandon(self) -> list[Delivery]:
+        """Forget every group still in flight (the client is closing) and return
+        their commands; ``deliver`` will not run for them any more."""
+        stranded = [command for group in self.in_flight.values() for command in group]
+        self.in_flight.clear()
+        self._counters.in_flight -= len(stranded)
+        return stranded
+
     async def deliver(self, commands: list[Delivery]) -> None:
-        """Deliver ``commands``; every one of them has an outcome on return.
+        """Deliver ``commands`` (already handed over); each has an outcome on return.
 
         The first request's rate-limit slot was taken by the caller.
         """
-        counters = self._counters
-        key = id(commands)
-        self.in_flight[key] = commands
-        counters.in_flight += len(commands)
         try:
             await self._deliver(commands)
         except Exception as exc:
@@ -129,8 +139,8 @@ class Sender:
                     ),
                 )
         finally:
-            del self.in_flight[key]
-            counters.in_flight -= len(commands)
+            if self.in_flight.pop(id(commands), None) is not None:
+                self._counters.in_flight -= len(commands)
             for command in commands:
                 if not command.done():  # cancelled: the client is closing
                     self._ledger.failed(
