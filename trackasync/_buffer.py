@@ -106,12 +106,19 @@ class CommandBuffer:
         if size == 1 or size == self._batch_count or self.nbytes >= self._batch_bytes:
             self._on_ready()
 
+    def try_offer(self, delivery: Delivery) -> bool:
+        """``offer``, except that under "wait" a full queue returns False instead
+        of raising, so the caller can ``await put`` only when it must wait."""
+        if self.overflow == "wait" and (
+            len(self._items) + self._woken >= self.maxsize or self._putters
+        ):
+            return False
+        self.offer(delivery)
+        return True
+
     async def put(self, delivery: Delivery, timeout: float | None) -> None:
         """Queue, waiting up to ``timeout`` for room under the "wait" policy."""
-        if self.overflow != "wait" or (
-            len(self._items) + self._woken < self.maxsize and not self._putters
-        ):
-            self.offer(delivery)
+        if self.try_offer(delivery):
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._putters.append(waiter)
@@ -164,14 +171,21 @@ class CommandBuffer:
         taken (a single command never exceeds the batch cap: ``Limits`` ensures it).
         """
         items = self._items
-        batch: list[Delivery] = []
-        total = 0
-        while items and len(batch) < max_count:
-            size = len(items[0].body)
-            if batch and total + size > max_bytes:
-                break
-            batch.append(items.popleft())
-            total += size
+        popleft = items.popleft
+        batch = [popleft() for _ in range(min(len(items), max_count))]
+        total = sum([len(command.body) for command in batch])
+        if total > max_bytes and len(batch) > 1:
+            # Rare: the batch is over the byte cap. Keep the longest head that
+            # fits and give the tail back, in order.
+            kept = total = 0
+            for command in batch:
+                size = len(command.body)
+                if kept and total + size > max_bytes:
+                    break
+                total += size
+                kept += 1
+            items.extendleft(reversed(batch[kept:]))
+            del batch[kept:]
         self.nbytes -= total
         if batch and self._putters:
             self._wake_putters()

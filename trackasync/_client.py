@@ -149,6 +149,7 @@ class Client:
             on_drop=self._on_drop,
         )
         self._offer = self._buffer.offer
+        self._try_offer = self._buffer.try_offer
         self._state = _UNOPENED
         # The loop the client is bound to while it takes commands.
         self._open_loop: object = _NOT_OPEN
@@ -377,7 +378,8 @@ class Client:
             _now() if timestamp is None else to_seconds(timestamp, "timestamp"),
         )
         delivery = Delivery("customers/events", body, _monotonic())
-        await self._buffer.put(delivery, self._queue_timeout)
+        if not self._try_offer(delivery):
+            await self._buffer.put(delivery, self._queue_timeout)
         return delivery
 
     async def track_and_wait(
@@ -428,7 +430,8 @@ class Client:
             self._ensure_open()
         body = self._customer_body(customer_ids, properties, update_timestamp)
         delivery = Delivery("customers", body, _monotonic())
-        await self._buffer.put(delivery, self._queue_timeout)
+        if not self._try_offer(delivery):
+            await self._buffer.put(delivery, self._queue_timeout)
         return delivery
 
     def _customer_body(
