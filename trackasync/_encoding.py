@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from itertools import product
 from typing import Any
 
 import msgspec
@@ -48,13 +47,10 @@ class _CustomerUpdate(msgspec.Struct, gc=False):
     update_timestamp: float
 
 
-# Every spelling of "null" and "undefined" in any letter case, so the fast check
-# below is one set lookup; padded spellings ("null ") fail its last-character test.
-_BAD_IDS = frozenset(
-    "".join(chars)
-    for word in ("null", "undefined")
-    for chars in product(*((c, c.upper()) for c in word))
-)
+# A value that starts and ends with a letter or digit holds one, and can only
+# be "null"/"undefined" (in some letter case) if it has exactly their length:
+# those lengths, and the empty string, take the full check.
+_SUSPECT_LENGTHS = frozenset((0, len("null"), len("undefined")))
 _join = "".join
 _MAX_KNOWN_NAMES = 10_000
 
@@ -106,9 +102,9 @@ class Codec:
                     name.__class__ is not str
                     or not name
                     or value.__class__ is not str
-                    or not value[:1].isalnum()
-                    or not value[-1:].isalnum()
-                    or value in _BAD_IDS
+                    or len(value) in _SUSPECT_LENGTHS
+                    or not value[0].isalnum()
+                    or not value[-1].isalnum()
                 ):
                     self._check_id(name, value)
         if event_type.__class__ is not str or not event_type:
@@ -175,9 +171,9 @@ class Codec:
                 name.__class__ is not str
                 or not name
                 or value.__class__ is not str
-                or not value[:1].isalnum()
-                or not value[-1:].isalnum()
-                or value in _BAD_IDS
+                or len(value) in _SUSPECT_LENGTHS
+                or not value[0].isalnum()
+                or not value[-1].isalnum()
             ):
                 self._check_id(name, value)
         return customer_ids
