@@ -371,13 +371,18 @@ class Client:
         """
         if self._open_loop is not _get_running_loop():
             self._ensure_open()
-        body = self._codec.event(
-            customer_ids,
-            event_type,
-            properties,
-            _now() if timestamp is None else to_seconds(timestamp, "timestamp"),
+        delivery = Delivery(
+            "customers/events",
+            self._encode_event(
+                customer_ids,
+                event_type,
+                properties,
+                _time_ns() // 1000 / 1_000_000
+                if timestamp is None
+                else to_seconds(timestamp, "timestamp"),
+            ),
+            _monotonic(),
         )
-        delivery = Delivery("customers/events", body, _monotonic())
         if not self._try_offer(delivery):
             await self._buffer.put(delivery, self._queue_timeout)
         return delivery
