@@ -1,0 +1,413 @@
+"""Shared helpers of the benchmark scripts: events, machine facts, CPU pinning,
+the fake server in a child process, and the JSON report.
+
+Not a benchmark itself (pytest never collects ``benchmarks/``; the scripts are
+run by hand or by ``run_all.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SERVER_SCRIPT = HERE / "_server.py"
+
+#: Set by ``run_all.py --snapshot`` to the commit whose library is measured.
+SNAPSHOT_ENV = "TRACKASYNC_BENCH_SNAPSHOT"
+
+#: The core the client (or reference sender) runs on; the server gets the other.
+CLIENT_CPU = 0
+SERVER_CPU = 1
+
+# -- events ---------------------------------------------------------------------
+
+TYPICAL_IDS = {"registered": "ann@example.com", "cookie": "9f1c2b3a-aaaa"}
+TYPICAL_TYPE = "purchase"
+TYPICAL_PROPERTIES: dict[str, Any] = {
+    "total_price": 49.99,
+    "currency": "EUR",
+    "item_id": "SKU-12345",
+    "quantity": 3,
+    "category": "shoes",
+    "discount": 0.1,
+    "campaign": "black-friday-2026",
+    "in_stock": True,
+}
+SMALL_PROPERTIES: dict[str, Any] = {"item_id": "SKU-12345", "price": 10, "views": 1}
+
+
+def large_properties() -> dict[str, Any]:
+    """About 10 KB of JSON: 40 properties of about 250 bytes each.
+
+    No value is near the 16,000-byte per-value limit and none contains a "T",
+    so the codec stays on its ordinary path, as it would for most large events.
+    """
+    return {f"field_{i:02d}": ("abcdefghij" * 25)[: 230 + i % 7] for i in range(40)}
+
+
+def event_sizes() -> dict[str, tuple[dict[str, str], str, dict[str, Any]]]:
+    """The three enqueue sizes: (customer_ids, event_type, properties)."""
+    return {
+        "small": (dict(TYPICAL_IDS), "view_item", dict(SMALL_PROPERTIES)),
+        "typical": (dict(TYPICAL_IDS), TYPICAL_TYPE, dict(TYPICAL_PROPERTIES)),
+        "large": (dict(TYPICAL_IDS), TYPICAL_TYPE, large_properties()),
+    }
+
+
+def typical_pool(n: int = 1000) -> list[tuple[dict[str, str], dict[str, Any]]]:
+    """``n`` distinct typical events (customer_ids, properties), used cyclically.
+
+    Each has its own cookie, so the server's deduplication (same customer, type,
+    timestamp and properties) can never merge two of them, and the pool is small
+    enough not to weigh on the RSS of a 100,000-event run.
+    """
+    return [
+        (
+            {"registered": "ann@example.com", "cookie": f"9f1c2b3a-{i:04x}"},
+            dict(TYPICAL_PROPERTIES),
+        )
+        for i in range(n)
+    ]
+
+
+# -- machine facts and the report ----------------------------------------------------
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        allowed = []
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_allowed": allowed,
+        "loadavg_at_start": [round(x, 2) for x in load] if load else None,
+    }
+
+
+def source() -> dict[str, Any]:
+    """The code measured: trackasync's version and the repository's state."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import trackasync
+
+    info: dict[str, Any] = {"trackasync": trackasync.__version__}
+    for package in ("aiohttp", "msgspec", "anyio"):
+        with contextlib.suppress(PackageNotFoundError):
+            info[package] = version(package)
+    library = Path(trackasync.__file__).resolve().parent
+    if library != (HERE.parent / "trackasync").resolve():
+        # Another copy: a commit exported by ``run_all.py --snapshot``, or some
+        # other install. The working tree's state says nothing about it.
+        info["trackasync_path"] = str(library)
+        snapshot = os.environ.get(SNAPSHOT_ENV)
+        if snapshot:
+            info["commit"] = snapshot
+            info["snapshot"] = True
+        return info
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "trackasync"],
+            cwd=HERE.parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return info
+    if commit.returncode == 0:
+        info["commit"] = commit.stdout.strip()
+        # Library files changed since that commit: the numbers are for those.
+        info["library_changes_uncommitted"] = len(status.stdout.splitlines())
+    return info
+
+
+def header(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command line, machine, date and code: the first keys of every report."""
+    args = sys.argv if argv is None else argv
+    return {
+        "command": shlex.join([Path(sys.executable).name, *args]),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"
+        ),
+        "machine": machine(),
+        "source": source(),
+    }
+
+
+def emit(report: dict[str, Any], out: str | None = None) -> None:
+    """Print the report as JSON (and write it to ``out`` if given)."""
+    text = json.dumps(report, indent=2)
+    print(text, flush=True)
+    if out:
+        Path(out).write_text(text + "\n")
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: Sequence[float], scale: float = 1.0, digits: int = 3) -> dict:
+    """Median, min and max of ``values`` times ``scale``, rounded."""
+    return {
+        "median": round(statistics.median(values) * scale, digits),
+        "min": round(min(values) * scale, digits),
+        "max": round(max(values) * scale, digits),
+        "n": len(values),
+    }
+
+
+# -- CPU pinning and resource use --------------------------------------------------------
+
+
+def pin(cpu: int) -> bool:
+    """Pin this process to ``cpu`` when the machine has it; True if pinned."""
+    if not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
+        return False
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError:  # no such core, or not ours to use
+        return False
+    return os.sched_getaffinity(0) == {cpu}
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def max_rss_bytes() -> int:
+    """Peak resident set size of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def rss_bytes() -> int:
+    """Current resident set size, from /proc/self/statm."""
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+# -- waiting for a client -----------------------------------------------------------------
+
+
+async def drain(client: Any, timeout: float = 30.0, poll: float = 0.001) -> Any:
+    """``flush()``, then wait until every command taken in has an outcome.
+
+    The second step does not rely on ``flush()`` alone: the benchmarks must not
+    time or check a pipeline that still has work under way, whatever flush's
+    own accounting says. Returns the client's final ``stats()``; raises
+    ``RuntimeError`` after ``timeout`` seconds.
+    """
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    await client.flush(timeout=timeout)
+    while True:
+        stats = client.stats()
+        if stats.delivered + sum(stats.failed.values()) >= stats.enqueued:
+            return stats
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the client still has work after {timeout} s: "
+                f"{stats.enqueued} enqueued, {stats.delivered} delivered, "
+                f"failed {dict(stats.failed)}"
+            )
+        await asyncio.sleep(poll)
+
+
+# -- child processes ---------------------------------------------------------------------
+
+
+def python_child(
+    args: Sequence[str], *, cpu: int | None = None, timeout: float = 600.0
+) -> dict[str, Any]:
+    """Run ``python args...`` to completion and return the JSON it printed last.
+
+    The child inherits nothing but the environment; ``cpu`` is passed as
+    ``--cpu`` so it pins itself. Killed after ``timeout`` seconds.
+    """
+    cmd = [sys.executable, *args]
+    if cpu is not None:
+        cmd += ["--cpu", str(cpu)]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise RuntimeError(f"child timed out after {timeout} s: {cmd}\n{err}") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"child failed ({proc.returncode}): {cmd}\n{err}\n{out}")
+    last = out.strip().splitlines()[-1]
+    return json.loads(last)
+
+
+class FakeServerProcess:
+    """``benchmarks/_server.py`` in a child process, pinned to ``SERVER_CPU``.
+
+    It serves ``FakeTrackingAPI`` on 127.0.0.1 and answers one-line commands on
+    its stdin (``stats``, ``reset``, ``delay SECONDS``, ``quit``) with one JSON
+    line. It also exits when its stdin closes, so it never outlives this process.
+    """
+
+    def __init__(
+        self,
+        *,
+        rate_limit: float | None = None,
+        rate_window: float = 60.0,
+        response_delay: float = 0.0,
+        cpu: int | None = SERVER_CPU,
+        startup_timeout: float = 20.0,
+    ) -> None:
+        cmd = [
+            sys.executable,
+            str(SERVER_SCRIPT),
+            "--response-delay",
+            str(response_delay),
+        ]
+        if rate_limit is not None:
+            cmd += ["--rate-limit", str(rate_limit), "--rate-window", str(rate_window)]
+        if cpu is not None:
+            cmd += ["--cpu", str(cpu)]
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        try:
+            self.info = self._read_line(startup_timeout)
+        except BaseException:
+            self.close()
+            raise
+        self.base_url: str = self.info["base_url"]
+        self.project_token: str = self.info["project_token"]
+        self.key_id: str = self.info["key_id"]
+        self.secret: str = self.info["secret"]
+        self.pinned: bool = self.info["pinned"]
+
+    def _read_line(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        result: list[str] = []
+        reader = threading.Thread(
+            target=lambda: result.append(self.proc.stdout.readline()),  # type: ignore[union-attr]
+            daemon=True,
+        )
+        reader.start()
+        reader.join(timeout)
+        if not result or not result[0]:
+            err = ""
+            if self.proc.poll() is not None and self.proc.stderr is not None:
+                err = self.proc.stderr.read()
+            raise RuntimeError(f"fake server did not answer within {timeout} s\n{err}")
+        return json.loads(result[0])
+
+    def command(self, line: str, timeout: float = 30.0) -> dict[str, Any]:
+        with self._lock:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+            return self._read_line(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return self.command("stats")
+
+    def reset(self) -> dict[str, Any]:
+        return self.command("reset")
+
+    def close(self) -> None:
+        proc = self.proc
+        if proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                assert proc.stdin is not None
+                proc.stdin.write("quit\n")
+                proc.stdin.flush()
+                proc.stdin.close()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        for stream in (proc.stdout, proc.stderr, proc.stdin):
+            with contextlib.suppress(OSError, ValueError):
+                if stream is not None:
+                    stream.close()
+
+    def __enter__(self) -> FakeServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def fake_server(**kwargs: Any) -> Iterator[FakeServerProcess]:
+    server = FakeServerProcess(**kwargs)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def wait_for_count(
+    server: FakeServerProcess, expected: int, timeout: float, poll: float = 0.05
+) -> tuple[dict[str, Any], float]:
+    """Poll the server until it stored ``expected`` events; (stats, seconds waited)."""
+    start = time.perf_counter()
+    deadline = start + timeout
+    stats = server.stats()
+    while stats["events"] + stats["duplicates"] < expected:
+        if time.perf_counter() > deadline:
+            break
+        time.sleep(poll)
+        stats = server.stats()
+    return stats, time.perf_counter() - start

@@ -1,0 +1,367 @@
+"""Where the client's CPU per event goes: the end-to-end figure taken apart.
+
+Not a target of its own: it explains ``bench_e2e.py``. In one process pinned to
+core 0, with the same typical events (a pool of 1,000, used cyclically):
+
+1. ``pipeline_null_transport``: ``--events`` events through a ``Client`` whose
+   transport answers at once without sockets (every command accepted):
+   everything trackasync does per event except HTTP. Producer as in
+   ``bench_e2e.py``: ``await client.track(...)``; and ``track_nowait`` with a
+   yield every 100 events.
+2. ``floor_no_http``: the floor sender's own work without HTTP: build the dict,
+   encode it with msgspec, join 50 into a body, yield once per body.
+3. ``http_only``: 2,000 prebuilt 50-command bodies posted to the fake server
+   (in another process, pinned to the other core), 4 at a time, through
+   trackasync's ``AiohttpTransport.send`` and through a bare
+   ``ClientSession.post``: the HTTP cost per request, and per event (/50).
+4. ``per_event_pieces``: the steps of one ``track_nowait`` call timed alone
+   (µs), and ``per_request_pieces``: the pipeline's per-request steps timed
+   alone, in µs per request of 50 commands. Both use trackasync's private
+   modules and may need updating when those change.
+
+CPU time is ``getrusage(RUSAGE_SELF)`` user + system; each figure is the median
+of ``--rounds`` runs. ``--cprofile N`` also prints the N functions with the
+most own time in run 1 (cProfile inflates per-call costs; read it for ranking).
+
+    python benchmarks/bench_breakdown.py            # full run
+    python benchmarks/bench_breakdown.py --quick    # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import pstats
+import sys
+import time
+import timeit
+from typing import Any
+
+import aiohttp
+import msgspec
+from _common import (
+    CLIENT_CPU,
+    TYPICAL_IDS,
+    TYPICAL_PROPERTIES,
+    cpu_seconds,
+    drain,
+    emit,
+    fake_server,
+    header,
+    median,
+    pin,
+    spread,
+    typical_pool,
+)
+from _reference import BATCH
+from bench_enqueue import NullTransport, _batch_answers
+
+from trackasync import AiohttpTransport, Client, PrivateKey, QueueFull, Request
+
+
+async def _pipeline(events: int, producer: str) -> None:
+    pool = typical_pool()
+    size = len(pool)
+    client = Client(
+        "http://127.0.0.1:9",
+        "bench-project",
+        auth=PrivateKey("key", "secret"),
+        transport=NullTransport(),
+        rate_limit=None,
+        max_in_flight=4,
+    )
+    async with client:
+        track = client.track
+        if producer == "await_track":
+            for i in range(events):
+                ids, props = pool[i % size]
+                await track(ids, "purchase", props)
+        else:
+            track_nowait = client.track_nowait
+            for i in range(events):
+                ids, props = pool[i % size]
+                try:
+                    track_nowait(ids, "purchase", props)
+                except QueueFull:
+                    await track(ids, "purchase", props)
+                if i % 100 == 99:
+                    await asyncio.sleep(0)
+        delivered = (await drain(client)).delivered
+    if delivered != events:
+        raise RuntimeError(f"delivered {delivered} of {events}")
+
+
+async def _floor_no_http(events: int) -> None:
+    pool = typical_pool()
+    size = len(pool)
+    encode = msgspec.json.Encoder().encode
+    now = time.time
+    chunks: list[bytes] = []
+    count = 0
+    prefix = b'},{"name":"customers/events","command_id":"1","data":'
+    for i in range(events):
+        ids, props = pool[i % size]
+        chunks.append(prefix)
+        chunks.append(
+            encode(
+                {
+                    "customer_ids": ids,
+                    "event_type": "purchase",
+                    "timestamp": now(),
+                    "properties": props,
+                }
+            )
+        )
+        count += 1
+        if count == BATCH:
+            chunks.append(b"}]}")
+            b"".join(chunks)
+            chunks = []
+            count = 0
+            await asyncio.sleep(0)
+
+
+def _cpu_per_event(run: Any, events: int) -> float:
+    start = cpu_seconds()
+    asyncio.run(run())
+    return (cpu_seconds() - start) / events
+
+
+def _batch_body(pool: list) -> bytes:
+    encode = msgspec.json.Encoder().encode
+    parts = [
+        b'{"name":"customers/events","command_id":"%d","data":%s}'
+        % (
+            i,
+            encode(
+                {
+                    "customer_ids": pool[i][0],
+                    "event_type": "purchase",
+                    "timestamp": 1_780_000_000.0 + i,
+                    "properties": pool[i][1],
+                }
+            ),
+        )
+        for i in range(BATCH)
+    ]
+    return b'{"commands":[' + b",".join(parts) + b"]}"
+
+
+async def _http(server: Any, requests: int, how: str) -> float:
+    """CPU seconds to post ``requests`` prebuilt bodies, 4 at a time."""
+    pool = typical_pool()
+    auth = PrivateKey(server.key_id, server.secret).header
+    url = f"{server.base_url}/track/v2/projects/{server.project_token}/batch"
+    headers = {
+        "Authorization": auth,
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+    }
+    # Distinct bodies, so the server's deduplication keeps out of the way.
+    bodies = []
+    for r in range(requests):
+        shifted = [(ids, {**props, "n": r}) for ids, props in pool[:BATCH]]
+        bodies.append(_batch_body(shifted))
+    slots = asyncio.Semaphore(4)
+    statuses: list[int] = []
+    transport = AiohttpTransport()
+    session = aiohttp.ClientSession()
+
+    async def one(body: bytes) -> None:
+        async with slots:
+            if how == "trackasync_transport":
+                response = await transport.send(Request("POST", url, headers, body))
+                statuses.append(response.status)
+            else:
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    statuses.append(resp.status)
+
+    start = cpu_seconds()
+    tasks = []
+    for body in bodies:
+        tasks.append(asyncio.create_task(one(body)))
+        if len(tasks) >= 8:
+            await asyncio.gather(*tasks)
+            tasks = []
+    await asyncio.gather(*tasks)
+    used = cpu_seconds() - start
+    await transport.aclose()
+    await session.close()
+    if statuses.count(200) != requests:
+        raise RuntimeError(f"statuses: {sorted(set(statuses))}")
+    return used
+
+
+def _pieces() -> dict[str, float]:
+    from trackasync._delivery import Accepted, Delivery
+    from trackasync._ledger import Ledger
+    from trackasync._results import batch_answer, match_results
+    from trackasync._sender import batch_body
+    from trackasync._stats import Counters
+
+    body = b"x" * 295
+    answer = _batch_answers[BATCH]
+    decoded = batch_answer(answer)
+    if decoded is None or decoded.results is None:
+        raise RuntimeError("the canned batch answer did not decode")
+    results = decoded.results
+
+    def deliveries() -> list[Delivery]:
+        return [Delivery("customers/events", body, 1.0) for _ in range(BATCH)]
+
+    batch = deliveries()
+    ledger = Ledger(Counters(), None)
+    accepted = Accepted(200, None, 1.0)
+    fresh = [deliveries() for _ in range(2000)]
+
+    def accept_fresh() -> None:
+        ledger.accepted(fresh.pop(), accepted)
+
+    cases = {
+        "50 x Delivery()": deliveries,
+        "batch_body(50)": lambda: batch_body(batch),
+        "decode batch answer (50 results)": lambda: batch_answer(answer),
+        "match_results(50)": lambda: match_results(results, BATCH),
+        "ledger.accepted(50)": accept_fresh,
+    }
+    out = {}
+    for name, fn in cases.items():
+        number = 300
+        best = min(timeit.repeat(fn, number=number, repeat=5))
+        out[name] = round(best / number * 1e6, 2)
+    return out
+
+
+def _event_pieces() -> dict[str, float]:
+    """The steps of one ``track_nowait`` call, timed alone, in µs."""
+    from trackasync._buffer import CommandBuffer
+    from trackasync._config import Limits
+    from trackasync._delivery import Delivery
+    from trackasync._encoding import Codec, _Event
+
+    ids, props = dict(TYPICAL_IDS), dict(TYPICAL_PROPERTIES)
+    codec = Codec(Limits())
+    encode = msgspec.json.Encoder().encode
+    stamp = 1_780_000_000.123456
+    codec.event(ids, "purchase", props, stamp)  # learn the property names
+    body = encode(_Event(ids, "purchase", stamp, props))
+    time_ns, monotonic = time.time_ns, time.monotonic
+    number = 20_000
+
+    def offer_batch() -> None:
+        buffer = CommandBuffer(
+            number + 1,
+            "wait",
+            batch_count=50,
+            batch_bytes=5_000_000,
+            on_ready=lambda: None,
+            on_drop=lambda d: None,
+        )
+        deliveries = [Delivery("customers/events", body, 1.0)] * number
+        offer = buffer.offer
+        start = time.perf_counter()
+        for delivery in deliveries:
+            offer(delivery)
+        timings.append((time.perf_counter() - start) / number)
+
+    cases = {
+        "codec.event (validate + encode)": lambda: codec.event(
+            ids, "purchase", props, stamp
+        ),
+        "msgspec encode of the same struct": lambda: encode(
+            _Event(ids, "purchase", stamp, props)
+        ),
+        "timestamp (time_ns() // 1000 / 1e6)": lambda: time_ns() // 1000 / 1_000_000,
+        "time.monotonic()": monotonic,
+        "Delivery()": lambda: Delivery("customers/events", body, 1.0),
+    }
+    out = {}
+    for name, fn in cases.items():
+        best = min(timeit.repeat(fn, number=number, repeat=5))
+        out[name] = round(best / number * 1e6, 3)
+    timings: list[float] = []
+    for _ in range(5):
+        offer_batch()
+    out["CommandBuffer.offer()"] = round(min(timings) * 1e6, 3)
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    pinned = pin(CLIENT_CPU)
+    n = args.events
+    figures: dict[str, list[float]] = {
+        "pipeline_null_transport/await_track": [],
+        "pipeline_null_transport/track_nowait": [],
+        "floor_no_http": [],
+    }
+    profile_text = None
+    for round_no in range(args.rounds):
+        if round_no == 0 and args.cprofile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            asyncio.run(_pipeline(n, "await_track"))
+            profiler.disable()
+            stream = io.StringIO()
+            stats = pstats.Stats(profiler, stream=stream)
+            stats.sort_stats("tottime").print_stats(args.cprofile)
+            profile_text = stream.getvalue()
+        figures["pipeline_null_transport/await_track"].append(
+            _cpu_per_event(lambda: _pipeline(n, "await_track"), n)
+        )
+        figures["pipeline_null_transport/track_nowait"].append(
+            _cpu_per_event(lambda: _pipeline(n, "track_nowait"), n)
+        )
+        figures["floor_no_http"].append(_cpu_per_event(lambda: _floor_no_http(n), n))
+    http: dict[str, list[float]] = {"trackasync_transport": [], "bare_session": []}
+    with fake_server() as server:
+        for _ in range(args.rounds):
+            for how in http:
+                server.reset()
+                http[how].append(asyncio.run(_http(server, args.requests, how)))
+    summary: dict[str, Any] = {
+        name: {"cpu_us_per_event": spread(values, 1e6, 2)}
+        for name, values in figures.items()
+    }
+    for how, values in http.items():
+        summary[f"http_only/{how}"] = {
+            "cpu_us_per_request": spread([v / args.requests for v in values], 1e6, 1),
+            "cpu_us_per_event": round(median(values) / args.requests / BATCH * 1e6, 2),
+        }
+    report: dict[str, Any] = {
+        "settings": {
+            "events": n,
+            "http_requests": args.requests,
+            "rounds": args.rounds,
+            "pinned_to_cpu": pinned,
+        },
+        "summary": summary,
+        "per_event_pieces_us": _event_pieces(),
+        "per_request_pieces_us": _pieces(),
+    }
+    if profile_text is not None:
+        report["cprofile_top"] = profile_text.splitlines()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run")
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cprofile", type=int, default=0, metavar="N")
+    parser.add_argument("--out", help="also write the JSON report to this file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.events, args.requests, args.rounds = 10_000, 200, 1
+    report = header()
+    report.update(run(args))
+    emit(report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""End to end: 100,000 events to the fake server in another process.
+
+Three senders post the same 100,000 typical events (8 properties, about 300
+bytes of JSON each) to the same fake server (``_server.py``, pinned to the other
+core), each in a fresh child process pinned to core 0, so their CPU time and
+peak RSS are their own:
+
+- ``trackasync``: ``Client(rate_limit=None, max_in_flight=4)``, default linger
+  and queue, producing with ``await client.track(...)`` in a loop. That is what
+  a high-throughput producer does: under the default overflow "wait" the call
+  returns at once while the queue has room and waits for room when it is full,
+  so the producer runs at the speed of delivery instead of failing with
+  ``QueueFull`` (which ``track_nowait`` would raise here).
+- ``floor``: bare aiohttp + msgspec. Each event dict (with ``time.time()`` as
+  its timestamp) is encoded once with a reused ``msgspec.json.Encoder``, 50 of
+  them are joined into a batch body, and one ``ClientSession`` posts it, with at
+  most 4 requests in flight. No validation, no per-event handles, no retries,
+  no parsing of the answer beyond its status.
+- ``json_dumps``: the same, but ``json.dumps`` of the whole batch dict per
+  request: the obvious hand-written sender.
+- ``trackasync_nowait`` (for information, not a target): the same client fed
+  by ``track_nowait`` in a loop that yields to the event loop every 100 events
+  and falls back to ``await client.track(...)`` when ``QueueFull`` is raised.
+
+Each child measures, from just before its client or session is created until
+every request was answered and it is closed: wall time, events per second,
+CPU time (``getrusage(RUSAGE_SELF)``, user + system) per event, and its peak RSS
+(``ru_maxrss``). After each run the server is asked how many events it stored;
+a run that did not store exactly the events sent fails the benchmark. After an
+untimed warm-up run (``--warmup-events``), the senders run round-robin for
+``--rounds`` rounds, the order rotating each round; figures are medians.
+
+Targets: trackasync's client CPU per delivered event at most 1.25 times the
+floor's, and at least 2 times lower than json_dumps'.
+
+    python benchmarks/bench_e2e.py            # full run: 100,000 events, 5 rounds
+    python benchmarks/bench_e2e.py --quick    # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    CLIENT_CPU,
+    cpu_seconds,
+    drain,
+    emit,
+    fake_server,
+    header,
+    max_rss_bytes,
+    median,
+    pin,
+    python_child,
+    rss_bytes,
+    spread,
+    typical_pool,
+)
+from _reference import BATCH, send_reference
+
+SENDERS = ("trackasync", "floor", "json_dumps", "trackasync_nowait")
+TARGET_VS_FLOOR = 1.25
+TARGET_VS_JSON = 2.0
+IN_FLIGHT = 4
+
+
+# -- the senders, each run in its own child process ------------------------------------
+
+
+async def _send_trackasync(args: argparse.Namespace, pool: list) -> dict[str, Any]:
+    from trackasync import Client, PrivateKey, QueueFull
+
+    n = args.events
+    size = len(pool)
+    client = Client(
+        args.url,
+        args.project_token,
+        auth=PrivateKey(args.key_id, args.secret),
+        rate_limit=None,
+        max_in_flight=IN_FLIGHT,
+    )
+    async with client:
+        track = client.track
+        if args.worker == "trackasync":
+            for i in range(n):
+                ids, props = pool[i % size]
+                await track(ids, "purchase", props)
+        else:
+            # Fire and forget, yielding to the loop every 100 events; when the
+            # queue is full, wait for room like the awaited call does.
+            track_nowait = client.track_nowait
+            for i in range(n):
+                ids, props = pool[i % size]
+                try:
+                    track_nowait(ids, "purchase", props)
+                except QueueFull:
+                    await track(ids, "purchase", props)
+                if i % 100 == 99:
+                    await asyncio.sleep(0)
+        stats = await drain(client, args.timeout)
+    return {
+        "delivered": stats.delivered,
+        "failed": dict(stats.failed),
+        "requests": stats.requests,
+        "retries": stats.retries,
+        "commands_per_request": round(stats.delivered / max(1, stats.requests), 2),
+    }
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Run one sender and print its figures as one JSON line."""
+    pinned = pin(args.cpu)
+    import json
+
+    pool = typical_pool()
+    rss_start = rss_bytes()
+    cpu_start = cpu_seconds()
+    start = time.perf_counter()
+    if args.worker.startswith("trackasync"):
+        extra = asyncio.run(_send_trackasync(args, pool))
+    else:
+        extra = asyncio.run(
+            send_reference(
+                base_url=args.url,
+                project_token=args.project_token,
+                key_id=args.key_id,
+                secret=args.secret,
+                pool=pool,
+                events=args.events,
+                in_flight=IN_FLIGHT,
+                use_msgspec=args.worker == "floor",
+                timeout=args.timeout,
+            )
+        )
+    wall = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu_start
+    result = {
+        "sender": args.worker,
+        "pinned": pinned,
+        "events": args.events,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "rss_start_bytes": rss_start,
+        "max_rss_bytes": max_rss_bytes(),
+        **extra,
+    }
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+# -- the orchestrator ------------------------------------------------------------------
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of another process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
+    pin(CLIENT_CPU)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SENDERS}
+    deadline = time.monotonic() + args.max_seconds
+    with fake_server() as server:
+
+        def child(name: str, events: int) -> list[str]:
+            return [
+                __file__,
+                "--worker",
+                name,
+                "--url",
+                server.base_url,
+                "--project-token",
+                server.project_token,
+                "--key-id",
+                server.key_id,
+                "--secret",
+                server.secret,
+                "--events",
+                str(events),
+                "--timeout",
+                str(args.timeout),
+            ]
+
+        if args.warmup_events:
+            # An untimed run first, so that no sender meets a cold server.
+            python_child(
+                child("floor", args.warmup_events),
+                cpu=CLIENT_CPU,
+                timeout=args.timeout + 60,
+            )
+        for round_no in range(args.rounds):
+            # Rotate the order so no sender always runs first after a reset.
+            shift = round_no % len(SENDERS)
+            order = SENDERS[shift:] + SENDERS[:shift]
+            for name in order:
+                server.reset()
+                server_cpu = _proc_cpu_seconds(server.info["pid"])
+                result = python_child(
+                    child(name, args.events),
+                    cpu=CLIENT_CPU,
+                    timeout=args.timeout + 60,
+                )
+                result["server_cpu_s"] = round(
+                    _proc_cpu_seconds(server.info["pid"]) - server_cpu, 3
+                )
+                stats = server.stats()
+                result["server"] = {
+                    key: stats[key]
+                    for key in ("events", "duplicates", "statuses", "accepted_commands")
+                }
+                if stats["events"] != args.events or stats["duplicates"]:
+                    raise RuntimeError(
+                        f"{name}: the server stored {stats['events']} events "
+                        f"({stats['duplicates']} duplicates), expected {args.events}"
+                    )
+                runs[name].append(result)
+                print(
+                    f"round {round_no + 1} {name}: {result['wall_s']:.2f} s wall, "
+                    f"{result['cpu_s'] / args.events * 1e6:.2f} us CPU/event",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if time.monotonic() > deadline:
+                break
+        server_pinned = server.pinned
+
+    n = args.events
+    summary: dict[str, Any] = {}
+    for name, results in runs.items():
+        summary[name] = {
+            "wall_s": spread([r["wall_s"] for r in results]),
+            "events_per_s": spread([n / r["wall_s"] for r in results], digits=0),
+            "cpu_us_per_event": spread([r["cpu_s"] / n for r in results], 1e6),
+            "max_rss_mib": spread([r["max_rss_bytes"] for r in results], 2**-20, 1),
+            "rss_start_mib": spread([r["rss_start_bytes"] for r in results], 2**-20, 1),
+            "commands_per_request": median(
+                [r["commands_per_request"] for r in results]
+            ),
+            "server_cpu_us_per_event": spread(
+                [r["server_cpu_s"] / n for r in results], 1e6
+            ),
+        }
+    cpu = {name: summary[name]["cpu_us_per_event"]["median"] for name in SENDERS}
+    nowait_vs_floor = cpu["trackasync_nowait"] / cpu["floor"]
+    vs_floor = cpu["trackasync"] / cpu["floor"]
+    json_gain = cpu["json_dumps"] / cpu["trackasync"]
+    # Per-round ratios too: each round's senders ran back to back.
+    rounds_done = len(runs["trackasync"])
+    per_round_floor = [
+        runs["trackasync"][i]["cpu_s"] / runs["floor"][i]["cpu_s"]
+        for i in range(rounds_done)
+    ]
+    per_round_json = [
+        runs["json_dumps"][i]["cpu_s"] / runs["trackasync"][i]["cpu_s"]
+        for i in range(rounds_done)
+    ]
+    return {
+        "settings": {
+            "events": n,
+            "rounds": rounds_done,
+            "warmup_events": args.warmup_events,
+            "batch_commands": BATCH,
+            "in_flight": IN_FLIGHT,
+            "trackasync": "Client(rate_limit=None, max_in_flight=4), default linger "
+            "0.5 s and max_queue 10,000, overflow 'wait'; producer: await "
+            "client.track(...) in a loop",
+            "trackasync_nowait": "the same client; producer: track_nowait(...), "
+            "sleep(0) every 100 events, await track(...) on QueueFull",
+            "server": "FakeTrackingAPI in a child process, no rate limit, "
+            f"pinned to the other core: {server_pinned}",
+        },
+        "summary": summary,
+        "targets": {
+            "cpu_vs_floor": {
+                "what": "trackasync CPU per event / floor's (medians)",
+                "limit": TARGET_VS_FLOOR,
+                "measured": round(vs_floor, 3),
+                "per_round": spread(per_round_floor),
+                "met": vs_floor <= TARGET_VS_FLOOR,
+            },
+            "cpu_vs_json_dumps": {
+                "what": "json_dumps CPU per event / trackasync's (medians)",
+                "limit": TARGET_VS_JSON,
+                "measured": round(json_gain, 3),
+                "per_round": spread(per_round_json),
+                "met": json_gain >= TARGET_VS_JSON,
+            },
+            "floor_vs_json_dumps": {
+                "what": "json_dumps CPU per event / floor's: the best any sender "
+                "could reach against the 2x target",
+                "measured": round(cpu["json_dumps"] / cpu["floor"], 3),
+            },
+            "trackasync_nowait_vs_floor": {
+                "what": "information only: the track_nowait producer's CPU per "
+                "event / floor's",
+                "measured": round(nowait_vs_floor, 3),
+            },
+        },
+        "runs": runs,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run")
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=5, help="runs of each sender")
+    parser.add_argument(
+        "--warmup-events", type=int, default=20_000, help="untimed run first"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds a run may take"
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=900.0, help="no new round after this"
+    )
+    parser.add_argument("--out", help="also write the JSON report to this file")
+    # Used by the orchestrator to start a sender in a child process.
+    parser.add_argument("--worker", choices=SENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--project-token", help=argparse.SUPPRESS)
+    parser.add_argument("--key-id", help=argparse.SUPPRESS)
+    parser.add_argument("--secret", help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, default=CLIENT_CPU, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args)
+    if args.quick:
+        args.events, args.rounds, args.warmup_events = 10_000, 1, 2_000
+    report = header()
+    report.update(orchestrate(args))
+    emit(report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
