@@ -34,6 +34,7 @@ class CommandBuffer:
         "_batch_bytes",
         "_batch_count",
         "_items",
+        "_limit",
         "_on_drop",
         "_on_ready",
         "_putters",
@@ -72,6 +73,10 @@ class CommandBuffer:
         # Putters woken for room that have not resumed yet: their slots are
         # reserved, so a newcomer cannot take them and break the FIFO order.
         self._woken = 0
+        # What len(queue) must stay under for a command to go straight in: one
+        # comparison on the hot path stands for "full", "room reserved for woken
+        # waiters" and "waiters queued first" (then it is 0).
+        self._limit = maxsize
         self._batch_count = batch_count
         self._batch_bytes = batch_bytes
         self._on_ready = on_ready
@@ -95,26 +100,27 @@ class CommandBuffer:
     def offer(self, delivery: Delivery) -> None:
         """Queue without waiting, applying the overflow policy when full."""
         items = self._items
-        if len(items) + self._woken >= self.maxsize or self._putters:
+        if len(items) >= self._limit:
             self._overflow(delivery)
             self.accepted += 1
             return
         self.accepted += 1
         items.append(delivery)
-        self.nbytes += len(delivery.body)
+        self.nbytes = nbytes = self.nbytes + len(delivery.body)
         size = len(items)
-        if size == 1 or size == self._batch_count or self.nbytes >= self._batch_bytes:
+        if size == 1 or size == self._batch_count or nbytes >= self._batch_bytes:
             self._on_ready()
 
     def try_offer(self, delivery: Delivery) -> bool:
         """``offer``, except that under "wait" a full queue returns False instead
         of raising, so the caller can ``await put`` only when it must wait."""
-        if self.overflow == "wait" and (
-            len(self._items) + self._woken >= self.maxsize or self._putters
-        ):
+        if len(self._items) >= self._limit and self.overflow == "wait":
             return False
         self.offer(delivery)
         return True
+
+    def _refresh_limit(self) -> None:
+        self._limit = 0 if self._putters else self.maxsize - self._woken
 
     async def put(self, delivery: Delivery, timeout: float | None) -> None:
         """Queue, waiting up to ``timeout`` for room under the "wait" policy."""
@@ -122,11 +128,13 @@ class CommandBuffer:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._putters.append(waiter)
+        self._limit = 0
         try:
             await asyncio.wait_for(waiter, timeout)
         except BaseException as exc:
             if waiter in self._putters:
                 self._putters.remove(waiter)
+                self._refresh_limit()
             elif (
                 waiter.done() and not waiter.cancelled() and waiter.exception() is None
             ):
@@ -141,6 +149,7 @@ class CommandBuffer:
             raise
         # Woken by take(): the slot was reserved for this caller.
         self._woken -= 1
+        self._refresh_limit()
         if self.closed:
             raise ClientClosed("the client closed while waiting for room")
         self.accepted += 1
@@ -202,6 +211,7 @@ class CommandBuffer:
         """Take no more commands: callers waiting for room get ``ClientClosed``."""
         self.closed = True
         putters, self._putters = self._putters, deque()
+        self._refresh_limit()
         for waiter in putters:
             if not waiter.done():
                 waiter.set_exception(
@@ -217,3 +227,4 @@ class CommandBuffer:
                 waiter.set_result(None)
                 self._woken += 1
                 room -= 1
+        self._refresh_limit()

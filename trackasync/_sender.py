@@ -184,9 +184,10 @@ class Sender:
                 error: RequestError = exc
                 retry = pending
             else:
-                retry, error = self._settle(pending, response, single)
-                if not retry:
+                settled = self._settle(pending, response, single)
+                if settled is None:
                     return
+                retry, error = settled
                 retry_after = parse_retry_after(response.header("retry-after"))
             if retry_after is not None:
                 delay = min(retry_after, policy.max_retry_after)
@@ -238,41 +239,27 @@ class Sender:
 
     def _settle(
         self, commands: list[Delivery], response: Response, single: bool
-    ) -> tuple[list[Delivery], RequestError]:
-        """Record final outcomes; return the commands to retry and why."""
+    ) -> tuple[list[Delivery], RequestError] | None:
+        """Record final outcomes; return the commands to retry and why, if any."""
         status = response.status
         if not 200 <= status < 300:
             error = error_for(response)
             if is_retryable(error):
                 return commands, error
             self._reject(commands, error)
-            return [], error
+            return None
         rid = request_id(response)
         if single:
             if single_accepted(response):
                 self._accept(commands, status, rid)
-                return [], _NO_ERROR
-            refused = error_for_refusal(response, status, rid)
-            self._reject(commands, refused)
-            return [], refused
+            else:
+                self._reject(commands, error_for_refusal(response, status, rid))
+            return None
         answer = batch_answer(response)
         if answer is None or answer.results is None:
             if answer is not None and answer.success is False:
-                refused = BadRequest(
-                    "the API refused the whole batch",
-                    status=status,
-                    request_id=rid,
-                    errors=errors_of(
-                        {
-                            "errors": answer.errors,
-                            "message": answer.message,
-                            "error": answer.error,
-                        }
-                    ),
-                    body=response.body,
-                )
-                self._reject(commands, refused)
-                return [], refused
+                self._reject(commands, error_for_refusal(response, status, rid))
+                return None
             # No per-command results: nothing says the commands were taken.
             return commands, APIError(
                 "the batch answer had no results", status=status, request_id=rid
@@ -304,7 +291,7 @@ class Sender:
                 status=status,
                 request_id=rid,
             )
-        return [], _NO_ERROR
+        return None
 
     def _accept(self, commands: list[Delivery], status: int, rid: str | None) -> None:
         self._rate.accepted()
@@ -325,9 +312,6 @@ class Sender:
                     error=error,
                 ),
             )
-
-
-_NO_ERROR = RequestError("no error")
 
 
 def error_for_refusal(response: Response, status: int, rid: str | None) -> BadRequest:
