@@ -53,10 +53,10 @@ def test_data_decodes_the_body() -> None:
 
 
 def test_succeed_gives_a_receipt() -> None:
-    """After _succeed, result() is a Receipt built from the accepting answer."""
+    """After it settles as accepted, result() is a Receipt built from the accepting answer."""
     delivery = make(enqueued_at=10.0)
     delivery.attempts = 2
-    assert delivery._succeed(Accepted(200, "req-1", 10.75)) is True
+    assert delivery._settle(Accepted(200, "req-1", 10.75)) is True
     assert delivery.done()
     assert delivery.delivered()
     assert delivery.exception() is None
@@ -69,15 +69,15 @@ def test_succeed_gives_a_receipt() -> None:
 def test_latency_is_never_negative() -> None:
     """A clock that went backwards gives a latency of 0, not a negative one."""
     delivery = make(enqueued_at=10.0)
-    delivery._succeed(Accepted(200, None, 9.0))
+    delivery._settle(Accepted(200, None, 9.0))
     assert delivery.result().latency == 0.0
 
 
 def test_fail_raises_delivery_failed() -> None:
-    """After _fail, result() raises that DeliveryFailed and exception() returns it."""
+    """After it settles as failed, result() raises that DeliveryFailed and exception() returns it."""
     delivery = make()
     error = failure()
-    assert delivery._fail(error) is True
+    assert delivery._settle(error) is True
     assert delivery.done()
     assert not delivery.delivered()
     assert delivery.exception() is error
@@ -88,39 +88,39 @@ def test_fail_raises_delivery_failed() -> None:
 
 
 def test_first_outcome_wins() -> None:
-    """Once settled, later _succeed/_fail calls change nothing and return False."""
+    """Once settled, later _settle calls change nothing and return False."""
     delivered = make()
-    delivered._succeed(Accepted(200, "a", 11.0))
-    assert delivered._fail(failure()) is False
-    assert delivered._succeed(Accepted(500, "b", 12.0)) is False
+    delivered._settle(Accepted(200, "a", 11.0))
+    assert delivered._settle(failure()) is False
+    assert delivered._settle(Accepted(500, "b", 12.0)) is False
     assert delivered.result().request_id == "a"
 
     failed = make()
     error = failure("gave_up")
-    failed._fail(error)
-    assert failed._succeed(Accepted(200, "a", 11.0)) is False
-    assert failed._fail(failure("closed")) is False
+    failed._settle(error)
+    assert failed._settle(Accepted(200, "a", 11.0)) is False
+    assert failed._settle(failure("closed")) is False
     assert failed.exception() is error
 
 
 async def test_await_returns_the_receipt() -> None:
-    """Awaiting a delivery waits for _succeed and returns the Receipt."""
+    """Awaiting a delivery waits for the accepting outcome and returns the Receipt."""
     delivery = make()
     task = asyncio.create_task(_await(delivery))
     await settle()
     assert not task.done()
-    delivery._succeed(Accepted(202, "req-9", 11.0))
+    delivery._settle(Accepted(202, "req-9", 11.0))
     receipt = await asyncio.wait_for(task, 1.0)
     assert receipt == Receipt(attempts=0, status=202, request_id="req-9", latency=1.0)
 
 
 async def test_await_raises_after_fail() -> None:
-    """Awaiting a delivery raises its DeliveryFailed once _fail is called."""
+    """Awaiting a delivery raises its DeliveryFailed once it settles as failed."""
     delivery = make()
     task = asyncio.create_task(_await(delivery))
     await settle()
     error = failure()
-    delivery._fail(error)
+    delivery._settle(error)
     with pytest.raises(DeliveryFailed) as info:
         await asyncio.wait_for(task, 1.0)
     assert info.value is error
@@ -130,10 +130,10 @@ async def test_await_raises_after_fail() -> None:
 async def test_await_after_outcome_returns_at_once() -> None:
     """Awaiting an already settled delivery does not wait."""
     delivered = make()
-    delivered._succeed(Accepted(200, None, 10.0))
+    delivered._settle(Accepted(200, None, 10.0))
     assert (await delivered).status == 200
     failed = make()
-    failed._fail(failure())
+    failed._settle(failure())
     with pytest.raises(DeliveryFailed):
         await failed
 
@@ -143,7 +143,7 @@ async def test_several_awaiters_all_get_the_outcome() -> None:
     delivery = make()
     tasks = [asyncio.create_task(_await(delivery)) for _ in range(5)]
     await settle()
-    delivery._succeed(Accepted(200, "req-2", 12.0))
+    delivery._settle(Accepted(200, "req-2", 12.0))
     receipts = await asyncio.wait_for(asyncio.gather(*tasks), 1.0)
     assert len(set(receipts)) == 1
     assert receipts[0].request_id == "req-2"
@@ -155,7 +155,7 @@ async def test_several_awaiters_all_see_the_failure() -> None:
     tasks = [asyncio.create_task(_await(delivery)) for _ in range(3)]
     await settle()
     error = failure("closed")
-    delivery._fail(error)
+    delivery._settle(error)
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(result is error for result in results)
 
@@ -171,7 +171,7 @@ async def test_cancelled_awaiter_does_not_affect_the_delivery() -> None:
         await cancelled
     assert not delivery.done()
     assert not kept.done()
-    delivery._succeed(Accepted(200, "req-3", 10.5))
+    delivery._settle(Accepted(200, "req-3", 10.5))
     receipt = await asyncio.wait_for(kept, 1.0)
     assert receipt.request_id == "req-3"
     assert delivery.delivered()
@@ -183,7 +183,7 @@ async def test_awaiting_with_timeout_can_be_retried() -> None:
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(_await(delivery), 0.001)
     assert not delivery.done()
-    delivery._fail(failure("gave_up"))
+    delivery._settle(failure("gave_up"))
     with pytest.raises(DeliveryFailed) as info:
         await delivery
     assert info.value.reason == "gave_up"
@@ -199,16 +199,16 @@ async def test_never_awaited_delivery_produces_no_warning() -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             failed = make()
-            failed._fail(failure())
+            failed._settle(failure())
             delivered = make()
-            delivered._succeed(Accepted(200, None, 11.0))
+            delivered._settle(Accepted(200, None, 11.0))
             pending = make()
             # An awaiter that was cancelled before the outcome: still no warning.
             waiter = asyncio.create_task(_await(failed_later := make()))
             await settle()
             waiter.cancel()
             await asyncio.gather(waiter, return_exceptions=True)
-            failed_later._fail(failure())
+            failed_later._settle(failure())
             del failed, delivered, pending, waiter, failed_later
             gc.collect()
             await settle()

@@ -18,10 +18,6 @@ from ._exceptions import DeliveryFailed
 
 Kind = Literal["customers/events", "customers"]
 
-_PENDING = 0
-_DELIVERED = 1
-_FAILED = 2
-
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
@@ -61,16 +57,7 @@ class Delivery:
     it is fine. Cancelling a task that awaits it does not affect the command.
     """
 
-    __slots__ = (
-        "_accepted",
-        "_error",
-        "_state",
-        "_waiters",
-        "attempts",
-        "body",
-        "enqueued_at",
-        "kind",
-    )
+    __slots__ = ("_outcome", "_waiters", "attempts", "body", "enqueued_at", "kind")
 
     def __init__(self, kind: Kind, body: bytes, enqueued_at: float) -> None:
         #: ``"customers/events"`` or ``"customers"``: the API's name for the command.
@@ -81,13 +68,20 @@ class Delivery:
         self.enqueued_at = enqueued_at
         #: Requests that carried it so far.
         self.attempts = 0
-        self._state = _PENDING
-        self._accepted: Accepted | None = None
-        self._error: DeliveryFailed | None = None
+        # None while pending, then what ended it. One slot for the state and the
+        # outcome keeps creating a Delivery, once per call, cheap.
+        self._outcome: Accepted | DeliveryFailed | None = None
         self._waiters: list[asyncio.Future[None]] | None = None
 
     def __repr__(self) -> str:
-        state = ("pending", "delivered", "failed")[self._state]
+        outcome = self._outcome
+        state = (
+            "pending"
+            if outcome is None
+            else "delivered"
+            if outcome.__class__ is Accepted
+            else "failed"
+        )
         return f"<Delivery {self.kind} {state} attempts={self.attempts}>"
 
     def data(self) -> dict[str, Any]:
@@ -97,40 +91,39 @@ class Delivery:
 
     def done(self) -> bool:
         """True once the command has a final outcome."""
-        return self._state != _PENDING
+        return self._outcome is not None
 
     def delivered(self) -> bool:
         """True once the API accepted the command."""
-        return self._state == _DELIVERED
+        return self._outcome.__class__ is Accepted
 
     def result(self) -> Receipt:
         """The receipt; raises ``DeliveryFailed`` if it failed, or
         ``asyncio.InvalidStateError`` while it is still pending."""
-        if self._state == _DELIVERED:
-            accepted = self._accepted
-            assert accepted is not None
+        outcome = self._outcome
+        if isinstance(outcome, Accepted):
             return Receipt(
                 attempts=self.attempts,
-                status=accepted.status,
-                request_id=accepted.request_id,
-                latency=max(0.0, accepted.at - self.enqueued_at),
+                status=outcome.status,
+                request_id=outcome.request_id,
+                latency=max(0.0, outcome.at - self.enqueued_at),
             )
-        if self._state == _FAILED:
-            assert self._error is not None
-            raise self._error
+        if outcome is not None:
+            raise outcome
         raise asyncio.InvalidStateError("the delivery is still pending")
 
     def exception(self) -> DeliveryFailed | None:
         """The failure, if it failed; ``None`` if delivered. Raises while pending."""
-        if self._state == _PENDING:
+        outcome = self._outcome
+        if outcome is None:
             raise asyncio.InvalidStateError("the delivery is still pending")
-        return self._error
+        return None if isinstance(outcome, Accepted) else outcome
 
     def __await__(self) -> Generator[Any, None, Receipt]:
         return self._wait().__await__()
 
     async def _wait(self) -> Receipt:
-        if self._state == _PENDING:
+        if self._outcome is None:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             if self._waiters is None:
                 self._waiters = [waiter]
@@ -147,20 +140,11 @@ class Delivery:
 
     # -- used by the pipeline ---------------------------------------------------
 
-    def _succeed(self, accepted: Accepted) -> bool:
-        if self._state != _PENDING:
+    def _settle(self, outcome: Accepted | DeliveryFailed) -> bool:
+        """Record the final outcome; False if it already had one."""
+        if self._outcome is not None:
             return False
-        self._state = _DELIVERED
-        self._accepted = accepted
-        if self._waiters:
-            self._wake()
-        return True
-
-    def _fail(self, error: DeliveryFailed) -> bool:
-        if self._state != _PENDING:
-            return False
-        self._state = _FAILED
-        self._error = error
+        self._outcome = outcome
         if self._waiters:
             self._wake()
         return True

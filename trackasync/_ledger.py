@@ -43,7 +43,7 @@ class Ledger:
         done = 0
         hook = self._hook
         for delivery in deliveries:
-            if delivery._succeed(accepted):
+            if delivery._settle(accepted):
                 done += 1
                 if hook is not None:
                     self._call_hook(delivery)
@@ -51,7 +51,7 @@ class Ledger:
 
     def failed(self, delivery: Delivery, error: DeliveryFailed) -> None:
         """This command ended without being accepted."""
-        if delivery._fail(error):
+        if delivery._settle(error):
             self.counters.failed[error.reason] += 1
             if error.reason == "closed":
                 self.closed.append(delivery)
