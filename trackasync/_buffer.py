@@ -126,11 +126,15 @@ class CommandBuffer:
         """Queue, waiting up to ``timeout`` for room under the "wait" policy."""
         if self.try_offer(delivery):
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
         self._putters.append(waiter)
         self._limit = 0
+        # A timer that fails the waiter costs far less than wait_for, which
+        # starts a task; a producer outrunning the sender waits once a batch.
+        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
         try:
-            await asyncio.wait_for(waiter, timeout)
+            await waiter
         except BaseException as exc:
             if waiter in self._putters:
                 self._putters.remove(waiter)
@@ -147,6 +151,9 @@ class CommandBuffer:
                     f"{timeout} s; nothing was queued"
                 ) from None
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         # Woken by take(): the slot was reserved for this caller.
         self._woken -= 1
         self._refresh_limit()
@@ -228,3 +235,9 @@ class CommandBuffer:
                 self._woken += 1
                 room -= 1
         self._refresh_limit()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    """Fail a producer's wait for room that ran out of time."""
+    if not waiter.done():
+        waiter.set_exception(asyncio.TimeoutError())
