@@ -72,6 +72,38 @@ class Client:
     README for every option.
     """
 
+    # Slots make the attribute reads of the per-call hot path cheaper.
+    __slots__ = (
+        "_auth",
+        "_base",
+        "_batcher",
+        "_buffer",
+        "_closed_event",
+        "_codec",
+        "_counters",
+        "_dropped_warning",
+        "_encode_event",
+        "_headers",
+        "_ledger",
+        "_limits",
+        "_linger",
+        "_loop",
+        "_max_in_flight",
+        "_mode",
+        "_offer",
+        "_open_loop",
+        "_queue_timeout",
+        "_rate",
+        "_report",
+        "_retry",
+        "_runner",
+        "_sender",
+        "_shutdown_timeout",
+        "_state",
+        "_transport",
+        "_try_offer",
+    )
+
     def __init__(
         self,
         base_url: str,
