@@ -401,6 +401,8 @@ class Client:
         Returns as soon as the event is queued: await the returned ``Delivery``
         for its outcome.
         """
+        # The same steps as track_nowait, inlined there and here on purpose: a
+        # shared helper would add a call to every event of both paths.
         if self._open_loop is not _get_running_loop():
             self._ensure_open()
         delivery = Delivery(
