@@ -60,6 +60,9 @@ def test_aware_datetime_becomes_utc_epoch() -> None:
         ("2024-08-01T12:00:00z", EPOCH),
         ("2024-08-01T12:00:00.5Z", EPOCH + 0.5),
         ("2024-08-01T12:00:00.123456Z", EPOCH + 0.123456),
+        ("2024-08-01T12:00:00.12Z", EPOCH + 0.12),
+        ("2024-08-01T12:00:00.1234567Z", EPOCH + 0.123456),
+        ("2024-08-01T14:00:00.5+02:00", EPOCH + 0.5),
         ("2024-08-01T14:00:00+02:00", EPOCH),
         ("2024-08-01T07:30:00-04:30", EPOCH),
         ("2024-08-01T12:00:00", EPOCH),
@@ -69,7 +72,8 @@ def test_aware_datetime_becomes_utc_epoch() -> None:
     ],
 )
 def test_iso_strings_are_converted(text: str, expected: float) -> None:
-    """ISO 8601 strings with Z, with an offset (converted) or without one (UTC)."""
+    """ISO 8601 strings with Z, with an offset (converted) or without one (UTC),
+    with any number of fractional digits, on every supported Python."""
     assert to_seconds(text, "timestamp") == pytest.approx(expected, abs=1e-9)
 
 

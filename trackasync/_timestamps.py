@@ -8,6 +8,7 @@ UTC offsets. So everything is converted here, at the call, to a float.
 from __future__ import annotations
 
 import math
+import re
 import time
 from datetime import datetime, timezone
 
@@ -77,11 +78,21 @@ def _from_datetime(value: datetime, field: str) -> float:
     return value.timestamp()
 
 
+_FRACTION = re.compile(r"(?<=:\d\d)\.(\d+)")
+
+
+def _six_digits(match: re.Match[str]) -> str:
+    """Fractional seconds padded or cut to microseconds (what 3.11+ does)."""
+    return "." + (match.group(1) + "00000")[:6]
+
+
 def _from_iso(value: str, field: str) -> float:
     text = value.strip()
-    # datetime.fromisoformat only learned "Z" in Python 3.11.
+    # datetime.fromisoformat only learned "Z", and fractions of other than 3 or
+    # 6 digits, in Python 3.11; give it the forms every version reads.
     if text[-1:] in ("Z", "z"):
         text = text[:-1] + "+00:00"
+    text = _FRACTION.sub(_six_digits, text, count=1)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
