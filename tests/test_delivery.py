@@ -42,6 +42,24 @@ def test_new_delivery_is_pending() -> None:
     assert repr(delivery) == "<Delivery customers/events pending attempts=0>"
 
 
+def test_deliveries_compare_by_identity() -> None:
+    """Two commands with the same bytes are still two deliveries (sets, lists)."""
+    first, second = make(), make()
+    assert first != second
+    assert first == first  # noqa: PLR0124 - identity is the point
+    assert len({first, second}) == 2
+    assert [first].count(second) == 0
+
+
+def test_a_queued_delivery_is_not_tracked_by_the_gc() -> None:
+    """A pending delivery holds plain values, so a full queue adds no GC work;
+    once it holds an outcome object, the collector sees it (cycles stay collectable)."""
+    delivery = make()
+    assert not gc.is_tracked(delivery)
+    delivery._settle(failure())
+    assert gc.is_tracked(delivery)
+
+
 def test_data_decodes_the_body() -> None:
     """data() returns the decoded command body."""
     assert make().data() == {

@@ -38,9 +38,7 @@ class Accepted(msgspec.Struct, frozen=True):
     """What one accepting answer says about every command it accepted.
 
     Shared by all commands of one request, so accepting 50 commands costs one
-    object; each command's ``Receipt`` is built only if someone asks for it. As
-    a Struct of plain values it is not tracked by the garbage collector, and
-    neither is a ``Delivery`` that holds it.
+    object; each command's ``Receipt`` is built only if someone asks for it.
     """
 
     status: int
@@ -57,8 +55,8 @@ class Delivery(msgspec.Struct, eq=False):
 
     It is a Struct (with identity equality) because one is created per call:
     that costs less than half of a slotted class's ``__init__``, and msgspec
-    leaves it untracked by the garbage collector while it holds plain values,
-    which a queue of thousands of them is spared.
+    leaves it untracked by the garbage collector while it holds plain values
+    (until it has an outcome), which spares a queue of thousands of them.
     """
 
     #: ``"customers/events"`` or ``"customers"``: the API's name for the command.
