@@ -46,7 +46,7 @@ def test_deliveries_compare_by_identity() -> None:
     """Two commands with the same bytes are still two deliveries (sets, lists)."""
     first, second = make(), make()
     assert first != second
-    assert first == first  # noqa: PLR0124 - identity is the point
+    assert first == first
     assert len({first, second}) == 2
     assert [first].count(second) == 0
 
