@@ -251,6 +251,43 @@ async def drain(client: Any, timeout: float = 30.0, poll: float = 0.001) -> Any:
         await asyncio.sleep(poll)
 
 
+async def produce(
+    client: Any,
+    pool: Sequence[tuple[dict[str, str], dict[str, Any]]],
+    events: int,
+    *,
+    awaited: bool,
+) -> None:
+    """Feed ``events`` typical events from ``pool`` to ``client``, as a
+    high-throughput producer would, in one of the two ways measured.
+
+    ``awaited``: ``await client.track(...)`` for each event, which returns at
+    once while the queue has room and waits when it is full. Otherwise
+    ``track_nowait(...)``, yielding to the loop every 100 events, and waiting
+    for room with ``await track(...)`` only when the queue is full.
+    """
+    import asyncio
+
+    from trackasync import QueueFull
+
+    size = len(pool)
+    track = client.track
+    if awaited:
+        for i in range(events):
+            ids, props = pool[i % size]
+            await track(ids, TYPICAL_TYPE, props)
+        return
+    track_nowait = client.track_nowait
+    for i in range(events):
+        ids, props = pool[i % size]
+        try:
+            track_nowait(ids, TYPICAL_TYPE, props)
+        except QueueFull:
+            await track(ids, TYPICAL_TYPE, props)
+        if i % 100 == 99:
+            await asyncio.sleep(0)
+
+
 # -- child processes ---------------------------------------------------------------------
 
 

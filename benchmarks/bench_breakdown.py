@@ -52,18 +52,18 @@ from _common import (
     header,
     median,
     pin,
+    produce,
     spread,
     typical_pool,
 )
 from _reference import BATCH
 from bench_enqueue import NullTransport, _batch_answers
 
-from trackasync import AiohttpTransport, Client, PrivateKey, QueueFull, Request
+from trackasync import AiohttpTransport, Client, PrivateKey, Request
 
 
 async def _pipeline(events: int, producer: str) -> None:
     pool = typical_pool()
-    size = len(pool)
     client = Client(
         "http://127.0.0.1:9",
         "bench-project",
@@ -73,21 +73,7 @@ async def _pipeline(events: int, producer: str) -> None:
         max_in_flight=4,
     )
     async with client:
-        track = client.track
-        if producer == "await_track":
-            for i in range(events):
-                ids, props = pool[i % size]
-                await track(ids, "purchase", props)
-        else:
-            track_nowait = client.track_nowait
-            for i in range(events):
-                ids, props = pool[i % size]
-                try:
-                    track_nowait(ids, "purchase", props)
-                except QueueFull:
-                    await track(ids, "purchase", props)
-                if i % 100 == 99:
-                    await asyncio.sleep(0)
+        await produce(client, pool, events, awaited=producer == "await_track")
         delivered = (await drain(client)).delivered
     if delivered != events:
         raise RuntimeError(f"delivered {delivered} of {events}")

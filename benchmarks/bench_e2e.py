@@ -57,6 +57,7 @@ from _common import (
     max_rss_bytes,
     median,
     pin,
+    produce,
     python_child,
     rss_bytes,
     spread,
@@ -74,10 +75,9 @@ IN_FLIGHT = 4
 
 
 async def _send_trackasync(args: argparse.Namespace, pool: list) -> dict[str, Any]:
-    from trackasync import Client, PrivateKey, QueueFull
+    from trackasync import Client, PrivateKey
 
     n = args.events
-    size = len(pool)
     client = Client(
         args.url,
         args.project_token,
@@ -86,23 +86,8 @@ async def _send_trackasync(args: argparse.Namespace, pool: list) -> dict[str, An
         max_in_flight=IN_FLIGHT,
     )
     async with client:
-        track = client.track
-        if args.worker == "trackasync":
-            for i in range(n):
-                ids, props = pool[i % size]
-                await track(ids, "purchase", props)
-        else:
-            # Fire and forget, yielding to the loop every 100 events; when the
-            # queue is full, wait for room like the awaited call does.
-            track_nowait = client.track_nowait
-            for i in range(n):
-                ids, props = pool[i % size]
-                try:
-                    track_nowait(ids, "purchase", props)
-                except QueueFull:
-                    await track(ids, "purchase", props)
-                if i % 100 == 99:
-                    await asyncio.sleep(0)
+        # The awaited call for "trackasync"; fire and forget for the nowait one.
+        await produce(client, pool, n, awaited=args.worker == "trackasync")
         stats = await drain(client, args.timeout)
     return {
         "delivered": stats.delivered,
