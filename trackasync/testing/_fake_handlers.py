@@ -126,7 +126,11 @@ class TrackingHandlers:
         return None
 
     async def _read_body(self, request: web.Request) -> bytes | web.Response:
-        """The raw body, or the error answer for a compressed one."""
+        """The raw body of an authorised request, or the answer that refuses it
+        (credentials, project, or a compressed body)."""
+        denied = self._gate(request)
+        if denied is not None:
+            return denied
         encoding = request.headers.get("Content-Encoding", "identity").lower()
         if encoding != "identity":
             # The real API cannot read compressed bodies and answers plain text.
@@ -209,9 +213,6 @@ class TrackingHandlers:
     async def _single(
         self, request: web.Request, name: str
     ) -> tuple[web.Response, int]:
-        denied = self._gate(request)
-        if denied is not None:
-            return denied, 0
         body = await self._read_body(request)
         if isinstance(body, web.Response):
             return body, 0
@@ -243,9 +244,6 @@ class TrackingHandlers:
     async def _handle_batch(self, request: web.Request) -> tuple[web.Response, int]:
         """``POST batch``: run up to ``max_batch_commands`` commands in order."""
         start_time = self._clock.now()
-        denied = self._gate(request)
-        if denied is not None:
-            return denied, 0
         body = await self._read_body(request)
         if isinstance(body, web.Response):
             return body, 0
