@@ -84,6 +84,45 @@ def typical_pool(n: int = 1000) -> list[tuple[dict[str, str], dict[str, Any]]]:
     ]
 
 
+#: An event as applications send it: product names and campaign labels with
+#: capital letters, and an explicit float timestamp (see ``realistic_pool``).
+REALISTIC_PROPERTIES: dict[str, Any] = {
+    "total_price": 129.9,
+    "currency": "EUR",
+    "item_id": "SKU-12345",
+    "product_name": "Mechanical Keyboard TKL",
+    "brand": "Keychron",
+    "quantity": 1,
+    "category": "Computers > Keyboards",
+    "campaign": "Black Friday 2026",
+    "in_stock": True,
+}
+
+
+def realistic_pool(
+    n: int = 1000,
+) -> list[tuple[dict[str, str], dict[str, Any], float]]:
+    """``n`` distinct realistic events (customer_ids, properties, timestamp).
+
+    Strings carry capitals (a "T" among them), every event has an explicit float
+    timestamp, and one event in a hundred holds a ``datetime`` property, as an
+    application's order or session time would be.
+    """
+    import datetime
+
+    base = 1_764_547_200.0  # 2025-12-01T00:00:00Z
+    pool = []
+    for i in range(n):
+        props = dict(REALISTIC_PROPERTIES)
+        if i % 100 == 0:
+            props["ordered_at"] = datetime.datetime(
+                2025, 12, 1, 12, 30, i % 60, tzinfo=datetime.timezone.utc
+            )
+        ids = {"registered": f"Customer{i:04d}@Example.com", "cookie": f"9f1c-{i:04x}"}
+        pool.append((ids, props, base + i * 0.001))
+    return pool
+
+
 # -- machine facts and the report ----------------------------------------------------
 
 
