@@ -459,3 +459,27 @@ async def test_system_time_raises_typed_errors(make_client: MakeClient) -> None:
         with pytest.raises(AuthError) as caught:
             await client.system_time()
     assert caught.value.errors == ("Access key not found",)
+
+
+async def test_front_end_seam_builds_then_queues():
+    """A command built off-loop by _event/_customer is queued by _submit*."""
+    from trackasync import Client, PublicToken
+    from trackasync.testing import RecordingTransport
+
+    transport = RecordingTransport()
+    client = Client(
+        "http://127.0.0.1:1",
+        "p",
+        auth=PublicToken("t"),
+        transport=transport,
+        linger=0,
+    )
+    event = client._event({"registered": "a"}, "view", {"x": 1}, 5)
+    update = client._customer({"registered": "a"}, {"plan": "pro"}, None)
+    assert event.data()["timestamp"] == 5
+    assert not event.done()
+    client._submit_nowait(event)
+    await client._submit(update)
+    assert (await event).status == 200
+    assert (await update).status == 200
+    await client.aclose()

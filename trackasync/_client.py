@@ -486,6 +486,50 @@ class Client:
         )
         return self._codec.customer(customer_ids, properties, stamp)
 
+    # -- the seam for front ends that run in other threads (SyncClient) -----------
+
+    def _event(
+        self,
+        customer_ids: Mapping[str, str],
+        event_type: str,
+        properties: Mapping[str, Any] | None,
+        timestamp: object,
+    ) -> Delivery:
+        """Validate and encode an event into a command, not yet queued.
+
+        Touches no client state, so it is safe from any thread: a front end in
+        another thread raises ``InvalidEvent`` to its caller, at the call.
+        """
+        stamp = _now() if timestamp is None else to_seconds(timestamp, "timestamp")
+        body = self._encode_event(customer_ids, event_type, properties, stamp)
+        return Delivery("customers/events", body, _monotonic())
+
+    def _customer(
+        self,
+        customer_ids: Mapping[str, str],
+        properties: Mapping[str, Any],
+        update_timestamp: object,
+    ) -> Delivery:
+        """Validate and encode a customer update, not yet queued (any thread)."""
+        body = self._customer_body(customer_ids, properties, update_timestamp)
+        return Delivery("customers", body, _monotonic())
+
+    def _submit_nowait(self, delivery: Delivery) -> None:
+        """Queue a command built by ``_event``/``_customer``, in the client's loop,
+        applying the overflow policy without waiting (``QueueFull`` when full
+        under "wait" or "raise")."""
+        if self._open_loop is not _get_running_loop():
+            self._ensure_open()
+        self._offer(delivery)
+
+    async def _submit(self, delivery: Delivery) -> None:
+        """Queue a command built by ``_event``/``_customer``, in the client's loop,
+        waiting up to ``queue_timeout`` for room under "wait"."""
+        if self._open_loop is not _get_running_loop():
+            self._ensure_open()
+        if not self._try_offer(delivery):
+            await self._buffer.put(delivery, self._queue_timeout)
+
     # -- waiting and reading ------------------------------------------------------
 
     async def flush(self, timeout: float | None = None) -> FlushResult:
