@@ -238,3 +238,24 @@ async def test_never_awaited_delivery_produces_no_warning() -> None:
 
 async def _await(delivery: Delivery) -> Receipt:
     return await delivery
+
+
+def test_done_callbacks_run_once_in_order_at_settle(caplog):
+    """add_done_callback: before settle it waits; after, it runs at once; raising is logged."""
+    seen: list[tuple[str, object]] = []
+    delivery = Delivery("customers/events", b"{}", 0.0)
+    delivery.add_done_callback(lambda d: seen.append(("first", d)))
+
+    def boom(d):
+        raise RuntimeError("hook bug")
+
+    delivery.add_done_callback(boom)
+    delivery.add_done_callback(lambda d: seen.append(("third", d)))
+    assert seen == []
+    assert delivery._settle(Accepted(200, "rid", 1.0))
+    assert seen == [("first", delivery), ("third", delivery)]
+    assert "done callback raised" in caplog.text
+    assert not delivery._settle(Accepted(200, "rid", 2.0))
+    assert len(seen) == 2
+    delivery.add_done_callback(lambda d: seen.append(("late", d)))
+    assert seen[-1] == ("late", delivery)

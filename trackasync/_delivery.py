@@ -8,13 +8,16 @@ creates a waiter only for callers that do await.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
+import logging
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
 
 from ._exceptions import DeliveryFailed
+
+logger = logging.getLogger("trackasync")
 
 Kind = Literal["customers/events", "customers"]
 
@@ -69,7 +72,8 @@ class Delivery(msgspec.Struct, eq=False):
     attempts: int = 0
     # None while pending, then what ended it.
     _outcome: Accepted | DeliveryFailed | None = None
-    _waiters: list[asyncio.Future[None]] | None = None
+    # Futures of awaiting callers and done callbacks, woken in order on settle.
+    _waiters: list[asyncio.Future[None] | Callable[[Delivery], object]] | None = None
 
     def __repr__(self) -> str:
         outcome = self._outcome
@@ -117,6 +121,20 @@ class Delivery(msgspec.Struct, eq=False):
             raise asyncio.InvalidStateError("the delivery is still pending")
         return None if isinstance(outcome, Accepted) else outcome
 
+    def add_done_callback(self, fn: Callable[[Delivery], object]) -> None:
+        """Call ``fn(delivery)`` once the command has its outcome.
+
+        It runs in the client's event loop thread, right when the outcome is
+        recorded (at once if it already has one); what it raises is logged, not
+        propagated. Keep it short: it runs inside the pipeline.
+        """
+        if self._outcome is not None:
+            _call(fn, self)
+        elif self._waiters is None:
+            self._waiters = [fn]
+        else:
+            self._waiters.append(fn)
+
     def __await__(self) -> Generator[Any, None, Receipt]:
         return self._wait().__await__()
 
@@ -150,5 +168,16 @@ class Delivery(msgspec.Struct, eq=False):
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, None
         for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                _call(waiter, self)
+
+
+def _call(fn: Callable[[Delivery], object], delivery: Delivery) -> None:
+    try:
+        fn(delivery)
+    except Exception:
+        # The callback is the caller's code: its failure must not stop delivery.
+        logger.exception("a Delivery done callback raised; the pipeline goes on")
