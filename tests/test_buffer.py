@@ -1,4 +1,5 @@
-"""Tests for ``trackasync._buffer.CommandBuffer``: the queue and its overflow policies."""
+"""Tests for ``trackasync._buffer.MemoryStore``: the queue, its overflow policies,
+and the commands in flight."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from trackasync._buffer import CommandBuffer, Overflow
-from trackasync._delivery import Delivery
-from trackasync._exceptions import ClientClosed, ConfigError, QueueFull
+from trackasync._buffer import MemoryStore, Overflow
+from trackasync._delivery import Accepted, Delivery
+from trackasync._exceptions import ClientClosed, ConfigError, DeliveryFailed, QueueFull
 
 BIG = 10**9
 
@@ -25,23 +26,40 @@ def numbers(items: list[Delivery]) -> list[int]:
     return [int(item.body) for item in items]
 
 
+def queued(store: MemoryStore) -> list[Delivery]:
+    """The commands queued, not in flight."""
+    return list(store._items)
+
+
 class Recorder:
-    """Collects on_ready calls (as queue lengths) and dropped commands."""
+    """Stands in for the ledger and the store's ``changed`` event: collects
+    wake-ups (as queue lengths) and outcomes."""
 
     def __init__(self) -> None:
         self.ready_at: list[int] = []
         self.dropped: list[Delivery] = []
-        self.buffer: CommandBuffer | None = None
+        self.outcomes: list[tuple[Delivery, str]] = []
+        self.buffer: MemoryStore | None = None
 
-    def on_ready(self) -> None:
+    # the store's "changed" event
+    def set(self) -> None:
         assert self.buffer is not None
         self.ready_at.append(len(self.buffer))
 
-    def on_drop(self, item: Delivery) -> None:
-        self.dropped.append(item)
+    # the ledger
+    def failed(self, item: Delivery, error: DeliveryFailed) -> bool:
+        if error.reason == "dropped":
+            self.dropped.append(item)
+        self.outcomes.append((item, error.reason))
+        return item._settle(error)
+
+    def accepted(self, items: list[Delivery], accepted: Accepted) -> None:
+        for item in items:
+            item._settle(accepted)
+            self.outcomes.append((item, "delivered"))
 
 
-Make = Callable[..., tuple[CommandBuffer, Recorder]]
+Make = Callable[..., tuple[MemoryStore, Recorder]]
 
 
 @pytest.fixture
@@ -53,16 +71,16 @@ def make() -> Make:
         overflow: Overflow = "raise",
         batch_count: int = 50,
         batch_bytes: int = BIG,
-    ) -> tuple[CommandBuffer, Recorder]:
+    ) -> tuple[MemoryStore, Recorder]:
         recorder = Recorder()
-        buffer = CommandBuffer(
+        buffer = MemoryStore(
             maxsize,
             overflow,
             batch_count=batch_count,
             batch_bytes=batch_bytes,
-            on_ready=recorder.on_ready,
-            on_drop=recorder.on_drop,
+            ledger=recorder,  # type: ignore[arg-type]
         )
+        buffer.changed = recorder  # type: ignore[assignment]
         recorder.buffer = buffer
         return buffer, recorder
 
@@ -84,13 +102,12 @@ async def settle() -> None:
 def test_bad_settings_raise_config_error(maxsize: Any, overflow: Any) -> None:
     """A non-positive queue size or an unknown overflow policy is refused."""
     with pytest.raises(ConfigError):
-        CommandBuffer(
+        MemoryStore(
             maxsize,
             overflow,
             batch_count=1,
             batch_bytes=1,
-            on_ready=lambda: None,
-            on_drop=lambda item: None,
+            ledger=Recorder(),  # type: ignore[arg-type]
         )
 
 
@@ -104,7 +121,7 @@ def test_fifo_order(make: Make) -> None:
         buffer.offer(delivery(n))
     assert buffer.oldest() is not None
     assert int(buffer.oldest().body) == 0  # type: ignore[union-attr]
-    assert numbers(buffer.snapshot()) == [0, 1, 2, 3, 4, 5]
+    assert numbers(queued(buffer)) == [0, 1, 2, 3, 4, 5]
     assert numbers(buffer.take(4, BIG)) == [0, 1, 2, 3]
     assert numbers(buffer.take(4, BIG)) == [4, 5]
     assert buffer.take(4, BIG) == []
@@ -137,28 +154,46 @@ def test_take_always_takes_the_first(make: Make) -> None:
     buffer.offer(delivery(0, size=100))
     buffer.offer(delivery(1, size=1))
     assert numbers(buffer.take(50, 10)) == [0]
-    assert numbers(buffer.snapshot()) == [1]
+    assert numbers(queued(buffer)) == [1]
     assert buffer.nbytes == 1
 
 
-def test_snapshot_is_a_copy(make: Make) -> None:
-    """Changing a snapshot does not change the queue."""
-    buffer, _ = make()
-    buffer.offer(delivery(0))
-    buffer.snapshot().clear()
-    assert len(buffer) == 1
+def test_in_flight_is_held_until_settled(make: Make) -> None:
+    """take() moves commands to in flight; accept/fail settle and release them;
+    pending() lists in flight then queued, and is a copy."""
+    buffer, recorder = make()
+    items = [delivery(n) for n in range(5)]
+    for item in items:
+        buffer.offer(item)
+    taken = buffer.take(3, BIG)
+    assert (len(buffer), buffer.in_flight) == (2, 3)
+    assert buffer.pending() == items
+    buffer.pending().clear()
+    assert buffer.in_flight == 3
+    buffer.accept(taken[:2], Accepted(200, None, 0.0))
+    assert (len(buffer), buffer.in_flight) == (2, 1)
+    buffer.fail(taken[2], DeliveryFailed("rejected", "no"))
+    assert (len(buffer), buffer.in_flight) == (2, 0)
+    assert recorder.outcomes == [
+        (items[0], "delivered"),
+        (items[1], "delivered"),
+        (items[2], "rejected"),
+    ]
 
 
-def test_drain_empties_everything(make: Make) -> None:
-    """drain() returns every queued command in order and resets the byte count."""
-    buffer, _ = make()
+def test_close_settles_everything_closed(make: Make) -> None:
+    """close() fails every queued and in-flight command "closed", in flight
+    first, empties the store and refuses more."""
+    buffer, recorder = make()
     for n in range(3):
         buffer.offer(delivery(n, size=7))
-    assert buffer.nbytes == 21
-    assert numbers(buffer.drain()) == [0, 1, 2]
-    assert len(buffer) == 0
-    assert buffer.nbytes == 0
-    assert buffer.drain() == []
+    buffer.take(1, BIG)
+    assert buffer.nbytes == 14
+    assert numbers(buffer.close(keep=False)) == [0, 1, 2]
+    assert (len(buffer), buffer.in_flight, buffer.nbytes) == (0, 0, 0)
+    assert [reason for _, reason in recorder.outcomes] == ["closed"] * 3
+    assert buffer.closed
+    assert buffer.close(keep=True) == []
 
 
 # -- ready and on_ready ---------------------------------------------------------------
@@ -225,7 +260,7 @@ async def test_raise_policy(make: Make) -> None:
         buffer.offer(delivery(2))
     with pytest.raises(QueueFull):
         await buffer.put(delivery(3), timeout=1.0)
-    assert numbers(buffer.snapshot()) == [0, 1]
+    assert numbers(queued(buffer)) == [0, 1]
     assert recorder.dropped == []
     assert buffer.accepted == 2
 
@@ -239,7 +274,7 @@ async def test_drop_new_policy(make: Make) -> None:
     buffer.offer(third)
     await buffer.put(fourth, timeout=1.0)
     assert recorder.dropped == [third, fourth]
-    assert buffer.snapshot() == [first, second]
+    assert queued(buffer) == [first, second]
     assert buffer.nbytes == 20
     assert buffer.accepted == 4
 
@@ -251,12 +286,12 @@ async def test_drop_old_policy(make: Make) -> None:
     for item in items:
         buffer.offer(item)
     assert recorder.dropped == [items[0]]
-    assert buffer.snapshot() == [items[1], items[2]]
+    assert queued(buffer) == [items[1], items[2]]
     assert buffer.nbytes == 13
     last = delivery(3, size=8)
     await buffer.put(last, timeout=1.0)
     assert recorder.dropped == [items[0], items[1]]
-    assert buffer.snapshot() == [items[2], last]
+    assert queued(buffer) == [items[2], last]
     assert buffer.nbytes == 15
     assert buffer.accepted == 4
 
@@ -279,10 +314,10 @@ async def test_wait_policy_put_gets_room_from_take(make: Make) -> None:
     waiting = asyncio.create_task(buffer.put(delivery(2), timeout=None))
     await settle()
     assert not waiting.done()
-    assert numbers(buffer.snapshot()) == [0, 1]
+    assert numbers(queued(buffer)) == [0, 1]
     assert numbers(buffer.take(1, BIG)) == [0]
     await asyncio.wait_for(waiting, 1.0)
-    assert numbers(buffer.snapshot()) == [1, 2]
+    assert numbers(queued(buffer)) == [1, 2]
     assert buffer.accepted == 3
     assert recorder.dropped == []
 
@@ -316,7 +351,7 @@ async def test_wait_policy_woken_putter_keeps_its_slot(make: Make) -> None:
     with pytest.raises(QueueFull):
         await buffer.put(delivery(9), timeout=0)  # from this very task, at once
     await asyncio.wait_for(first, 1.0)
-    assert numbers(buffer.snapshot()) == [1]
+    assert numbers(queued(buffer)) == [1]
 
 
 async def test_wait_policy_newcomer_queues_behind_waiters(make: Make) -> None:
@@ -347,10 +382,10 @@ async def test_offer_raises_while_putters_wait(make: Make) -> None:
     with pytest.raises(QueueFull):
         buffer.offer(delivery(9))
     await settle()
-    assert numbers(buffer.snapshot()) == [1, 2]
+    assert numbers(queued(buffer)) == [1, 2]
     buffer.take(1, BIG)
     await asyncio.gather(*tasks)
-    assert numbers(buffer.snapshot()) == [2, 3]
+    assert numbers(queued(buffer)) == [2, 3]
 
 
 async def test_wait_policy_put_times_out(make: Make) -> None:
@@ -359,12 +394,12 @@ async def test_wait_policy_put_times_out(make: Make) -> None:
     buffer.offer(delivery(0))
     with pytest.raises(QueueFull, match="nothing was queued"):
         await buffer.put(delivery(1), timeout=0.002)
-    assert numbers(buffer.snapshot()) == [0]
+    assert numbers(queued(buffer)) == [0]
     assert buffer.accepted == 1
     # The timed-out caller left no waiter behind: once there is room, offer works.
     buffer.take(1, BIG)
     buffer.offer(delivery(2))
-    assert numbers(buffer.snapshot()) == [2]
+    assert numbers(queued(buffer)) == [2]
 
 
 async def test_wait_policy_zero_timeout_fails_at_once(make: Make) -> None:
@@ -389,7 +424,7 @@ async def test_cancelled_putter_is_forgotten(make: Make) -> None:
         await cancelled
     buffer.take(1, BIG)
     await asyncio.wait_for(waiting, 1.0)
-    assert numbers(buffer.snapshot()) == [2]
+    assert numbers(queued(buffer)) == [2]
 
 
 async def test_woken_then_cancelled_putter_passes_the_slot_on(make: Make) -> None:
@@ -405,7 +440,7 @@ async def test_woken_then_cancelled_putter_passes_the_slot_on(make: Make) -> Non
     with pytest.raises(asyncio.CancelledError):
         await first
     await asyncio.wait_for(second, 1.0)
-    assert numbers(buffer.snapshot()) == [2]
+    assert numbers(queued(buffer)) == [2]
 
 
 async def test_close_wakes_putters_with_client_closed(make: Make) -> None:
@@ -414,11 +449,11 @@ async def test_close_wakes_putters_with_client_closed(make: Make) -> None:
     buffer.offer(delivery(0))
     tasks = [asyncio.create_task(buffer.put(delivery(n), timeout=None)) for n in (1, 2)]
     await settle()
-    buffer.close()
+    buffer.stop_intake()
     assert buffer.closed
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(result, ClientClosed) for result in results)
-    assert numbers(buffer.snapshot()) == [0]
+    assert numbers(queued(buffer)) == [0]
     assert buffer.accepted == 1
 
 
@@ -429,7 +464,7 @@ async def test_close_after_wake_still_refuses(make: Make) -> None:
     task = asyncio.create_task(buffer.put(delivery(1), timeout=None))
     await settle()
     buffer.take(1, BIG)
-    buffer.close()
+    buffer.stop_intake()
     with pytest.raises(ClientClosed):
         await task
     assert len(buffer) == 0

@@ -11,6 +11,7 @@ import pytest
 from trackasync import (
     Client,
     ClientClosed,
+    ClientState,
     ClientStateError,
     ConfigError,
     DeliveryFailed,
@@ -71,8 +72,51 @@ def test_a_second_event_loop_is_refused() -> None:
     async def use() -> None:
         client.track_nowait(IDS, "view")
 
-    asyncio.run(use())
-    with pytest.raises(ClientStateError, match="another event loop"):
+    first = asyncio.new_event_loop()
+    try:
+        first.run_until_complete(use())
+        with pytest.raises(ClientStateError, match="another event loop"):
+            asyncio.run(use())
+
+        async def close_elsewhere() -> None:
+            await client.aclose()
+
+        with pytest.raises(ClientStateError, match="another event loop"):
+            asyncio.run(close_elsewhere())
+        with pytest.raises(ClientStateError, match="another event loop"):
+            asyncio.run(client.flush())
+        report = first.run_until_complete(client.aclose())
+        assert report.delivered == 1
+    finally:
+        first.close()
+
+
+def test_a_loop_that_ends_unclosed_is_loud_and_loses_nothing_silently(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """asyncio.run returning with commands queued warns, settles them "closed",
+    and a later aclose() from a new loop returns that true report."""
+    client = Client(
+        BASE_URL,
+        PROJECT,
+        auth=PublicToken("t"),
+        transport=RecordingTransport(),
+        linger=60.0,
+    )
+    deliveries = []
+
+    async def use() -> None:
+        deliveries.extend(client.track_nowait(IDS, "view") for _ in range(10))
+
+    with pytest.warns(ResourceWarning, match="10 command"):
+        asyncio.run(use())
+    assert "10 command(s) queued or in flight" in caplog.text
+    assert all(d.exception().reason == "closed" for d in deliveries)
+    report = asyncio.run(client.aclose())
+    assert report.failed["closed"] == 10
+    assert report.undelivered == deliveries
+    assert client.state is ClientState.CLOSED
+    with pytest.raises(ClientClosed):
         asyncio.run(use())
 
 
@@ -303,14 +347,40 @@ async def test_stats_add_up(make_client: MakeClient) -> None:
 async def test_drops_are_logged_rate_limited(
     make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Many drops produce one warning with a count, not one line each."""
+    """Many drops produce a warning with a count, not one line each: the first
+    at once, the rest counted since then (here flushed by the close), and the
+    close sums up what was not delivered."""
     caplog.set_level(logging.WARNING, logger="trackasync")
     client = make_client(max_queue=1, overflow="drop_new", linger=60.0)
     async with client:
         for _ in range(100):
             client.track_nowait(IDS, "view")
-    warnings = [r for r in caplog.records if "dropped" in r.getMessage()]
-    assert len(warnings) == 1
+        drops = [r for r in caplog.records if r.getMessage().startswith("queue full")]
+        assert [r.args[0] for r in drops] == [1]  # type: ignore[index]
+    drops = [r for r in caplog.records if r.getMessage().startswith("queue full")]
+    assert [r.args[0] for r in drops] == [1, 98]  # type: ignore[index]
+    summary = [r for r in caplog.records if r.getMessage().startswith("closed:")]
+    assert [r.getMessage() for r in summary] == [
+        "closed: 1 delivered, 99 not delivered (99 dropped)"
+    ]
+
+
+async def test_drop_count_is_reported_when_the_interval_ends(
+    make_client: MakeClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Drops after the first line are logged with their count when the
+    interval ends, without waiting for another drop or the close."""
+    monkeypatch.setattr("trackasync._ledger.LOG_INTERVAL", 0.05)
+    caplog.set_level(logging.WARNING, logger="trackasync")
+    client = make_client(max_queue=1, overflow="drop_old", linger=60.0)
+    async with client:
+        for _ in range(17):
+            client.track_nowait(IDS, "view")
+        await asyncio.sleep(0.2)
+        drops = [r for r in caplog.records if r.getMessage().startswith("queue full")]
+        assert [r.args[0] for r in drops] == [1, 15]  # type: ignore[index]
 
 
 def test_plain_http_is_refused_except_on_loopback() -> None:

@@ -5,7 +5,7 @@ Everything public is importable from here; the submodules are private.
 
 from ._auth import PrivateKey as PrivateKey, PublicToken as PublicToken
 from ._buffer import Overflow as Overflow
-from ._client import Client as Client
+from ._client import Client as Client, ClientState as ClientState
 from ._config import Limits as Limits, Retry as Retry
 from ._delivery import Delivery as Delivery, Receipt as Receipt
 from ._exceptions import (
@@ -47,6 +47,7 @@ __all__ = (
     "BadRequest",
     "Client",
     "ClientClosed",
+    "ClientState",
     "ClientStateError",
     "CloseReport",
     "ConfigError",

@@ -1,45 +1,46 @@
-"""The bounded in-memory queue of commands and its overflow policies.
+"""The in-memory ``CommandStore``: a bounded queue, its overflow policies, and
+the commands in flight.
 
-The queue holds ``Delivery`` objects whose bodies are already encoded. Everything
-the batcher needs from it goes through a handful of methods (``offer``/``put``,
-``take``, ``drain``, ``__len__``, ``oldest``), so another store (a file, SQLite)
-could take its place behind the same surface.
+The queue holds ``Delivery`` objects whose bodies are already encoded. Drops and
+every other outcome go to the ``Ledger``, which never calls the caller's hook
+from here: a hook runs later, in the client's own task.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
 from typing import Literal
 
-from ._delivery import Delivery
-from ._exceptions import ClientClosed, ConfigError, QueueFull
+from ._delivery import Accepted, Delivery
+from ._exceptions import ClientClosed, ConfigError, DeliveryFailed, QueueFull
+from ._ledger import Ledger
 
 Overflow = Literal["wait", "raise", "drop_new", "drop_old"]
 OVERFLOW_POLICIES: tuple[Overflow, ...] = ("wait", "raise", "drop_new", "drop_old")
 
 
-class CommandBuffer:
-    """A FIFO of commands, at most ``maxsize`` long.
+class MemoryStore:
+    """A FIFO of commands, at most ``maxsize`` long, and the set in flight.
 
     When full, ``overflow`` decides: ``"wait"`` (``put`` waits for room, FIFO among
     waiters; ``offer`` raises ``QueueFull``), ``"raise"`` (``QueueFull``),
-    ``"drop_new"`` (the new command is handed to ``on_drop``), ``"drop_old"`` (the
-    oldest queued command is). ``on_ready`` is called when the batcher may have
-    something new to do: the first command arrived, or a batch's worth is queued.
+    ``"drop_new"`` (the new command fails "dropped"), ``"drop_old"`` (the oldest
+    queued command does). ``changed`` is set when the batcher may have something
+    new to do: the first command arrived, or a batch's worth is queued.
     """
 
     __slots__ = (
         "_batch_bytes",
         "_batch_count",
+        "_flying",
         "_items",
+        "_ledger",
         "_limit",
-        "_on_drop",
-        "_on_ready",
         "_putters",
         "_woken",
         "accepted",
+        "changed",
         "closed",
         "maxsize",
         "nbytes",
@@ -53,8 +54,7 @@ class CommandBuffer:
         *,
         batch_count: int,
         batch_bytes: int,
-        on_ready: Callable[[], None],
-        on_drop: Callable[[Delivery], None],
+        ledger: Ledger,
     ) -> None:
         if overflow not in OVERFLOW_POLICIES:
             raise ConfigError(
@@ -79,15 +79,23 @@ class CommandBuffer:
         self._limit = maxsize
         self._batch_count = batch_count
         self._batch_bytes = batch_bytes
-        self._on_ready = on_ready
-        self._on_drop = on_drop
+        self._ledger = ledger
+        # In flight: taken for a request, not settled yet. A dict keeps the
+        # order they were taken in (for ``pending``) and finds one by identity.
+        self._flying: dict[Delivery, None] = {}
+        self.changed = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def snapshot(self) -> list[Delivery]:
-        """The queued commands, oldest first (a copy)."""
-        return list(self._items)
+    @property
+    def in_flight(self) -> int:
+        """Commands taken for requests and not settled yet."""
+        return len(self._flying)
+
+    def pending(self) -> list[Delivery]:
+        """Every command in flight or queued now, in the order they were taken."""
+        return [*self._flying, *self._items]
 
     def oldest(self) -> Delivery | None:
         """The command queued longest, if any."""
@@ -109,7 +117,7 @@ class CommandBuffer:
         self.nbytes = nbytes = self.nbytes + len(delivery.body)
         size = len(items)
         if size == 1 or size == self._batch_count or nbytes >= self._batch_bytes:
-            self._on_ready()
+            self.changed.set()
 
     def try_offer(self, delivery: Delivery) -> bool:
         """``offer``, except that under "wait" a full queue returns False instead
@@ -164,7 +172,7 @@ class CommandBuffer:
         self.nbytes += len(delivery.body)
         size = len(self._items)
         if size == 1 or size == self._batch_count or self.nbytes >= self._batch_bytes:
-            self._on_ready()
+            self.changed.set()
 
     def _overflow(self, delivery: Delivery) -> None:
         if self.overflow in ("wait", "raise"):
@@ -172,13 +180,23 @@ class CommandBuffer:
                 f"the queue is full ({self.maxsize} commands); nothing was queued"
             )
         if self.overflow == "drop_new":
-            self._on_drop(delivery)
+            self._drop(delivery)
             return
         oldest = self._items.popleft()
         self.nbytes -= len(oldest.body)
-        self._on_drop(oldest)
         self._items.append(delivery)
         self.nbytes += len(delivery.body)
+        self._drop(oldest)
+
+    def _drop(self, delivery: Delivery) -> None:
+        self._ledger.failed(
+            delivery,
+            DeliveryFailed(
+                "dropped",
+                f"dropped by the overflow policy {self.overflow!r}: "
+                f"the queue was full ({self.maxsize} commands)",
+            ),
+        )
 
     def take(self, max_count: int, max_bytes: int) -> list[Delivery]:
         """Remove and return the oldest commands that fit one batch.
@@ -203,18 +221,46 @@ class CommandBuffer:
             items.extendleft(reversed(batch[kept:]))
             del batch[kept:]
         self.nbytes -= total
+        self._flying.update(dict.fromkeys(batch))
         if batch and self._putters:
             self._wake_putters()
         return batch
 
-    def drain(self) -> list[Delivery]:
-        """Remove and return everything queued."""
-        batch = list(self._items)
+    def accept(self, deliveries: list[Delivery], accepted: Accepted) -> None:
+        """The API accepted these in-flight commands."""
+        flying = self._flying
+        for delivery in deliveries:
+            flying.pop(delivery, None)
+        self._ledger.accepted(deliveries, accepted)
+
+    def fail(self, delivery: Delivery, error: DeliveryFailed) -> None:
+        """This in-flight command ended without being accepted."""
+        self._flying.pop(delivery, None)
+        self._ledger.failed(delivery, error)
+
+    def close(self, *, keep: bool) -> list[Delivery]:
+        """Fail everything still queued or in flight "closed" (memory keeps
+        nothing, whatever ``keep`` asks) and return those commands."""
+        self.stop_intake()
+        stranded = self.pending()
+        self._flying.clear()
         self._items.clear()
         self.nbytes = 0
-        return batch
+        failed = self._ledger.failed
+        for delivery in stranded:
+            failed(
+                delivery,
+                DeliveryFailed(
+                    "closed",
+                    "the client closed before the API answered"
+                    if delivery.attempts
+                    else "the client closed before the command was sent",
+                    attempts=delivery.attempts,
+                ),
+            )
+        return stranded
 
-    def close(self) -> None:
+    def stop_intake(self) -> None:
         """Take no more commands: callers waiting for room get ``ClientClosed``."""
         self.closed = True
         putters, self._putters = self._putters, deque()

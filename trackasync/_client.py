@@ -1,15 +1,20 @@
 """The ``Client`` facade: validation at the call, the lifecycle, and the public API.
 
-It owns the pieces (codec, buffer, batcher, sender, transport) and one background
-task that runs them. It does no I/O or encoding of its own.
+It validates and encodes each command, hands it to the command store (the one
+owner of every command until its outcome), and runs the pipeline's tasks: the
+batcher, the sender's workers and the hook dispatcher. It does no I/O and
+records no outcome of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
+import math
 import time
+import warnings
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -19,7 +24,7 @@ import msgspec
 
 from ._auth import PrivateKey, PublicToken
 from ._batcher import Batcher
-from ._buffer import CommandBuffer, Overflow
+from ._buffer import MemoryStore, Overflow
 from ._config import Limits, Retry, _positive, api_base
 from ._delivery import Delivery, Receipt
 from ._encoding import Codec
@@ -30,11 +35,12 @@ from ._exceptions import (
     ConfigError,
     DeliveryFailed,
 )
-from ._ledger import Ledger, ResultHook
+from ._hooks import HookRunner, ResultHook
+from ._ledger import Ledger
 from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimiter
 from ._results import error_for, request_id
 from ._sender import MODES, Mode, Sender
-from ._stats import CloseReport, Counters, FlushResult, Stats, ThrottledWarning
+from ._stats import CloseReport, Counters, FlushResult, Stats
 from ._timestamps import now as _now, to_seconds
 from ._transport import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -50,8 +56,12 @@ logger = logging.getLogger("trackasync")
 DEFAULT_MAX_QUEUE = 10_000
 DEFAULT_QUEUE_TIMEOUT = 10.0
 DEFAULT_LINGER = 0.5
+DEFAULT_AWAIT_LINGER = 0.002
 DEFAULT_MAX_IN_FLIGHT = 4
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+# How long a cancelled pipeline task or the session close may take at the end
+# of aclose(); a request in flight ends at once when cancelled.
+_CLOSE_GRACE = 0.1
 
 _get_running_loop = asyncio._get_running_loop
 _monotonic = time.monotonic
@@ -61,7 +71,38 @@ _time_ns = time.time_ns
 # identity check that fails for "not started", "closed" and "wrong event loop".
 _NOT_OPEN = object()
 
-_UNOPENED, _OPEN, _CLOSING, _CLOSED = "unopened", "open", "closing", "closed"
+
+class ClientState(enum.Enum):
+    """Where a ``Client`` is in its life (``client.state``).
+
+    It only moves forward: ``UNOPENED`` → ``OPEN`` → ``CLOSING`` → ``CLOSED``.
+    """
+
+    #: Created; it binds to the running event loop and starts its tasks on the
+    #: first call or ``async with``.
+    UNOPENED = "unopened"
+    #: Taking commands and sending them.
+    OPEN = "open"
+    #: ``aclose()`` has begun (or the event loop stopped): no new commands; what
+    #: is queued or in flight is being delivered within the close budget.
+    CLOSING = "closing"
+    #: Every command has its outcome and the close report is final. A closed
+    #: client cannot be reopened.
+    CLOSED = "closed"
+
+
+_UNOPENED, _OPEN, _CLOSING, _CLOSED = ClientState
+
+
+def _timeout(name: str, value: object) -> float | None:
+    """``None`` or a number of seconds >= 0 (infinity allowed), else ConfigError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number of seconds or None")
+    if math.isnan(value) or value < 0:
+        raise ConfigError(f"{name} must be >= 0 seconds, got {value!r}")
+    return float(value)
 
 
 class Client:
@@ -74,16 +115,18 @@ class Client:
 
     # Slots make the attribute reads of the per-call hot path cheaper.
     __slots__ = (
+        "__weakref__",
         "_auth",
+        "_await_linger",
         "_base",
         "_batcher",
-        "_buffer",
-        "_closed_event",
+        "_closer",
         "_codec",
         "_counters",
-        "_dropped_warning",
         "_encode_event",
+        "_entered",
         "_headers",
+        "_hooks",
         "_ledger",
         "_limits",
         "_linger",
@@ -100,6 +143,7 @@ class Client:
         "_sender",
         "_shutdown_timeout",
         "_state",
+        "_store",
         "_transport",
         "_try_offer",
     )
@@ -114,6 +158,7 @@ class Client:
         overflow: Overflow = "wait",
         queue_timeout: float | None = DEFAULT_QUEUE_TIMEOUT,
         linger: float = DEFAULT_LINGER,
+        await_linger: float = DEFAULT_AWAIT_LINGER,
         mode: Mode = "auto",
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         rate_limit: float | None = DEFAULT_RATE_LIMIT,
@@ -126,17 +171,24 @@ class Client:
         transport: Transport | None = None,
         allow_http: bool = False,
     ) -> None:
+        # Set first: __del__ reads it even when a check below raises.
+        self._state = _UNOPENED
         if not isinstance(auth, (PrivateKey, PublicToken)):
             raise ConfigError(
                 "auth must be PrivateKey(key_id, secret) or PublicToken(token)"
             )
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
-        if not isinstance(max_in_flight, int) or max_in_flight < 1:
+        if (
+            isinstance(max_in_flight, bool)
+            or not isinstance(max_in_flight, int)
+            or max_in_flight < 1
+        ):
             raise ConfigError(
                 f"max_in_flight must be an int >= 1, got {max_in_flight!r}"
             )
         _positive("linger", linger, allow_zero=True)
+        _positive("await_linger", await_linger, allow_zero=True)
         _positive("timeout", timeout)
         _positive("connect_timeout", connect_timeout)
         _positive("shutdown_timeout", shutdown_timeout, allow_zero=True)
@@ -152,12 +204,10 @@ class Client:
         self._retry = retry or Retry()
         self._mode: Mode = mode
         self._linger = linger
+        self._await_linger = await_linger
         self._max_in_flight = max_in_flight
         self._queue_timeout = queue_timeout
         self._shutdown_timeout = shutdown_timeout
-        self._transport: Transport = transport or AiohttpTransport(
-            timeout=timeout, connect_timeout=connect_timeout
-        )
         self._headers = {
             "Authorization": auth.header,
             "Content-Type": "application/json",
@@ -167,38 +217,65 @@ class Client:
         self._codec = Codec(self._limits)
         self._encode_event = self._codec.event
         self._counters = Counters()
-        self._ledger = Ledger(self._counters, on_result)
+        self._hooks = None if on_result is None else HookRunner(on_result)
+        self._ledger = Ledger(self._counters, self._hooks)
         self._rate = RateLimiter(rate_limit)
-        self._dropped_warning = ThrottledWarning(
-            "queue full: dropped %d command(s) since the last warning"
-        )
-        self._buffer = CommandBuffer(
+        self._store = MemoryStore(
             max_queue,
             overflow,
             batch_count=self._limits.max_batch_commands,
             batch_bytes=self._limits.max_batch_bytes,
-            on_ready=self._on_ready,
-            on_drop=self._on_drop,
+            ledger=self._ledger,
         )
-        self._offer = self._buffer.offer
-        self._try_offer = self._buffer.try_offer
-        self._state = _UNOPENED
+        self._offer = self._store.offer
+        self._try_offer = self._store.try_offer
+        # Created last: nothing above can fail with a session left open.
+        self._transport: Transport = transport or AiohttpTransport(
+            timeout=timeout, connect_timeout=connect_timeout
+        )
         # The loop the client is bound to while it takes commands.
         self._open_loop: object = _NOT_OPEN
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batcher: Batcher | None = None
         self._sender: Sender | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
         self._report: CloseReport | None = None
-        self._closed_event: asyncio.Event | None = None
+        self._entered = False
 
     def __repr__(self) -> str:
-        return f"<Client {self._base} auth={self._auth!r} state={self._state}>"
+        return f"<Client {self._base} auth={self._auth!r} state={self._state.value}>"
+
+    @property
+    def state(self) -> ClientState:
+        """Where the client is in its life: see ``ClientState``."""
+        return self._state
+
+    def __del__(self) -> None:
+        # A client dropped while it still holds commands must not lose them
+        # silently (aiohttp warns the same way about an unclosed session).
+        if self._state is _CLOSED or self._state is _UNOPENED:
+            return
+        store = getattr(self, "_store", None)
+        left = 0 if store is None else len(store) + store.in_flight
+        if left:
+            message = (
+                f"trackasync.Client was garbage-collected unclosed with {left} "
+                "command(s) queued or in flight: they were never delivered. "
+                "Use 'async with Client(...)' or 'await client.aclose()'."
+            )
+            warnings.warn(message, ResourceWarning, stacklevel=1)
+            logger.warning(message)
 
     # -- lifecycle ----------------------------------------------------------------
 
     async def __aenter__(self) -> Client:
         self._ensure_open()
+        if self._entered:
+            raise ClientStateError(
+                "this client is already in an 'async with' block; enter it once"
+            )
+        self._entered = True
         return self
 
     async def __aexit__(
@@ -219,13 +296,22 @@ class Client:
                 "trackasync.Client must be used from inside a running event loop "
                 "(in a coroutine or a callback of that loop)"
             )
-        if self._state in (_CLOSING, _CLOSED):
+        if self._state is _CLOSING or self._state is _CLOSED:
             raise ClientClosed("the client is closed; it takes no more commands")
         if self._loop is not None and self._loop is not loop:
             raise ClientStateError(
                 "this client is bound to another event loop; create one client per loop"
             )
         self._start(loop)
+
+    def _check_loop(self, what: str) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and self._loop is not loop:
+            raise ClientStateError(
+                f"{what} called from another event loop than the client's; "
+                "create one client per loop"
+            )
+        return loop
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -236,21 +322,24 @@ class Client:
             mode=self._mode,
             retry=self._retry,
             rate=self._rate,
-            ledger=self._ledger,
+            store=self._store,
             counters=self._counters,
+            max_in_flight=self._max_in_flight,
+            hooks=self._hooks,
         )
         self._batcher = Batcher(
-            buffer=self._buffer,
+            store=self._store,
             sender=self._sender,
-            rate=self._rate,
             linger=self._linger,
-            max_in_flight=self._max_in_flight,
+            await_linger=self._await_linger,
             max_batch_commands=1
             if self._mode == "single"
             else self._limits.max_batch_commands,
             max_batch_bytes=self._limits.max_batch_bytes,
         )
-        # The background work runs in a task the client owns, not in the caller's
+        if self._hooks is not None:
+            self._hooks.start(loop)
+        # The background work runs in tasks the client owns, not in the caller's
         # task: the client may be opened in one task and closed in another (test
         # fixtures, framework lifespans) without upsetting a cancel scope.
         self._runner = loop.create_task(self._run(), name="trackasync")
@@ -260,98 +349,205 @@ class Client:
     async def _run(self) -> None:
         batcher = self._batcher
         assert batcher is not None
-        async with anyio.create_task_group() as task_group:
-            self._ledger.spawn = task_group.start_soon
-            try:
-                await batcher.run(task_group)
-            finally:
-                self._ledger.spawn = None
+        try:
+            await batcher.run()
+        except asyncio.CancelledError:
+            if self._state is _OPEN:
+                # Not our close: the event loop is shutting down (asyncio.run
+                # returning, Ctrl-C) with the client still open.
+                await self._abandon("its event loop stopped")
+            raise
 
-    def _on_ready(self) -> None:
-        if self._batcher is not None:
-            self._batcher.wake()
-
-    def _on_drop(self, delivery: Delivery) -> None:
-        self._dropped_warning()
-        self._ledger.failed(
-            delivery,
-            DeliveryFailed(
-                "dropped",
-                f"dropped by the overflow policy {self._buffer.overflow!r}: "
-                f"the queue was full ({self._buffer.maxsize} commands)",
-            ),
+    async def _abandon(self, why: str) -> None:
+        """End at once, without sending: the loop is going away."""
+        self._state = _CLOSING
+        self._open_loop = _NOT_OPEN
+        left = len(self._store) + self._store.in_flight
+        message = (
+            f"trackasync.Client was not closed and {why} with {left} "
+            "command(s) queued or in flight: they end 'closed', undelivered. "
+            "Use 'async with Client(...)' or 'await client.aclose()' before "
+            "the loop ends."
         )
+        if left:
+            logger.warning(message)
+        try:
+            await self._halt()
+            if self._hooks is not None:
+                await self._hooks.halt()
+            with anyio.move_on_after(_CLOSE_GRACE):
+                await self._transport.aclose()
+        finally:
+            self._finish()
+        if left:
+            # Last: under "-W error" this raises, and everything is settled by now.
+            warnings.warn(message, ResourceWarning, stacklevel=1)
 
     async def aclose(self, timeout: float | None = None) -> CloseReport:
         """Stop taking commands, deliver what is queued, and close.
 
         Waits up to ``timeout`` seconds (default ``shutdown_timeout``) for queued
-        and in-flight commands, retries included, then cancels what is left.
-        Every command still undelivered then fails with reason "closed" and is in
-        the report's ``undelivered``. Safe to call more than once.
+        and in-flight commands, retries included, and for ``on_result`` hooks,
+        then cancels what is left. Every command still undelivered then fails
+        with reason "closed" and is in the report's ``undelivered``.
+
+        Safe to call more than once, and safe to cancel: the close goes on in
+        its own task within its budget, and any later ``aclose()`` returns the
+        same, final report.
         """
+        budget = _timeout("timeout", timeout)
+        if budget is None:
+            budget = self._shutdown_timeout
         if self._report is not None:
             return self._report
-        if self._state == _CLOSING:
-            return await self._wait_closed()
-        budget = self._shutdown_timeout if timeout is None else timeout
-        self._state = _CLOSING
-        self._open_loop = _NOT_OPEN
-        self._closed_event = asyncio.Event()
-        self._buffer.close()
-        try:
-            with anyio.CancelScope(shield=True):
-                await self._shutdown(budget)
-        finally:
+        if self._loop is not None and self._loop.is_closed():
+            # The loop died without letting the client stop (closed without
+            # cancelling its tasks): settle what is left here.
+            self._state = _CLOSING
+            self._store.close(keep=False)
+            self._finish()
+            return self._final()
+        loop = self._check_loop("aclose()")
+        if self._state is _UNOPENED:
             self._state = _CLOSED
-            self._report = CloseReport(
-                delivered=self._counters.delivered,
-                failed=dict(self._counters.failed),
-                undelivered=list(self._ledger.closed),
+            self._open_loop = _NOT_OPEN
+            await self._transport.aclose()
+            self._finish()
+            return self._final()
+        closer = self._closer
+        if closer is None:
+            self._state = _CLOSING
+            self._open_loop = _NOT_OPEN
+            closer = self._closer = loop.create_task(
+                self._close(budget), name="trackasync-close"
             )
-            self._closed_event.set()
-        return self._report
+        with self._parked():
+            try:
+                await asyncio.shield(closer)
+            except asyncio.CancelledError:
+                # The close itself was cancelled (the loop is shutting down): it
+                # still settled everything and wrote its report on the way out.
+                if closer.cancelled():
+                    return self._final()
+                raise
+        return self._final()
 
-    async def _wait_closed(self) -> CloseReport:
-        assert self._closed_event is not None
-        await self._closed_event.wait()
-        assert self._report is not None
-        return self._report
+    def _final(self) -> CloseReport:
+        report = self._report
+        assert report is not None, "the close wrote no report"
+        return report
 
-    async def _shutdown(self, budget: float) -> None:
+    @contextlib.contextmanager
+    def _parked(self) -> Any:
+        """Mark an ``on_result`` hook that waits for the pipeline, so the pipeline
+        does not wait for it (no deadlock when a hook flushes or closes)."""
+        hooks = self._hooks
+        task = asyncio.current_task()
+        if hooks is None or task is None or not hooks.owns(task):
+            yield
+            return
+        hooks.park(task)
+        try:
+            yield
+        finally:
+            hooks.unpark(task)
+
+    async def _close(self, budget: float) -> None:
         deadline = _monotonic() + budget
-        runner = self._runner
-        if runner is not None and self._batcher is not None:
-            self._batcher.close()
-            done, _ = await asyncio.wait({runner}, timeout=budget)
-            if not done:
+        store = self._store
+        hooks = self._hooks
+        clean = False
+        try:
+            store.stop_intake()
+            if self._batcher is not None:
+                self._batcher.close()
+            if not await self._drain(deadline):
                 logger.warning(
-                    "aclose: %d commands still queued or in flight after %.1f s; "
+                    "aclose: %d command(s) still queued or in flight after %.1f s; "
                     "giving them up as 'closed'",
-                    len(self._buffer) + self._counters.in_flight,
+                    len(store) + store.in_flight,
                     budget,
                 )
-                runner.cancel()
-                await asyncio.wait({runner})
-            if not runner.cancelled() and runner.exception() is not None:
-                logger.error("the background task failed", exc_info=runner.exception())
-        # What is left never got a final answer: give it back to the caller.
-        closing = self._buffer.drain()
-        if self._sender is not None:
-            closing.extend(self._sender.abandon())
-        for delivery in closing:
-            self._ledger.failed(
-                delivery,
-                DeliveryFailed(
-                    "closed", "the client closed before the command was sent"
-                ),
+            await self._halt()
+            # Hooks for the commands that just ended "closed" run too, within
+            # what is left of the budget.
+            if hooks is not None:
+                await hooks.close(deadline)
+            clean = True
+        finally:
+            if not clean:
+                # This task was cancelled (the loop is shutting down): stop at
+                # once, but leave nothing without an outcome.
+                await self._halt()
+                if hooks is not None:
+                    await hooks.halt()
+            with anyio.move_on_after(_CLOSE_GRACE):
+                await self._transport.aclose()
+            self._finish()
+
+    async def _drain(self, deadline: float) -> bool:
+        """Wait until the batcher and every worker are done; False at ``deadline``."""
+        runner, sender = self._runner, self._sender
+        if runner is None or sender is None:
+            return True
+        done, _ = await asyncio.wait(
+            {runner}, timeout=max(0.0, deadline - _monotonic())
+        )
+        if not done:
+            return False
+        sender.stop()
+        workers = set(sender.workers)
+        if workers:
+            _, pending = await asyncio.wait(
+                workers, timeout=max(0.0, deadline - _monotonic())
             )
-        late = self._ledger.late_hooks
-        self._ledger.late_hooks = []
-        with anyio.move_on_after(max(0.0, deadline - _monotonic())):
-            for delivery in late:
-                await self._ledger.run_async_hook(delivery)
-        await self._transport.aclose()
+            return not pending
+        return True
+
+    async def _halt(self) -> None:
+        """Cancel the batcher and the workers, then settle whatever is left."""
+        tasks = [t for t in (self._runner, *self._sender_workers()) if t is not None]
+        current = asyncio.current_task()
+        tasks = [t for t in tasks if not t.done() and t is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_CLOSE_GRACE)
+        runner = self._runner
+        if (
+            runner is not None
+            and runner.done()
+            and not runner.cancelled()
+            and runner.exception() is not None
+        ):
+            logger.error("the background task failed", exc_info=runner.exception())
+        self._store.close(keep=False)
+
+    def _sender_workers(self) -> list[asyncio.Task[None]]:
+        return [] if self._sender is None else list(self._sender.workers)
+
+    def _finish(self) -> None:
+        """Write the final report (once) and log what was lost."""
+        if self._report is not None:
+            return
+        self._ledger.flush_logs()
+        counters = self._counters
+        failed = dict(counters.failed)
+        self._report = CloseReport(
+            delivered=counters.delivered,
+            failed=failed,
+            undelivered=list(self._ledger.closed),
+        )
+        self._state = _CLOSED
+        self._open_loop = _NOT_OPEN
+        lost = sum(failed.values())
+        if lost:
+            logger.warning(
+                "closed: %d delivered, %d not delivered (%s)",
+                counters.delivered,
+                lost,
+                ", ".join(f"{n} {reason}" for reason, n in failed.items() if n),
+            )
 
     # -- commands -------------------------------------------------------------------
 
@@ -418,7 +614,7 @@ class Client:
             _monotonic(),
         )
         if not self._try_offer(delivery):
-            await self._buffer.put(delivery, self._queue_timeout)
+            await self._store.put(delivery, self._queue_timeout)
         return delivery
 
     async def track_and_wait(
@@ -454,7 +650,7 @@ class Client:
             self._ensure_open()
         body = self._customer_body(customer_ids, properties, update_timestamp)
         delivery = Delivery("customers", body, _monotonic())
-        self._buffer.offer(delivery)
+        self._store.offer(delivery)
         return delivery
 
     async def update_customer(
@@ -470,7 +666,7 @@ class Client:
         body = self._customer_body(customer_ids, properties, update_timestamp)
         delivery = Delivery("customers", body, _monotonic())
         if not self._try_offer(delivery):
-            await self._buffer.put(delivery, self._queue_timeout)
+            await self._store.put(delivery, self._queue_timeout)
         return delivery
 
     def _customer_body(
@@ -528,7 +724,7 @@ class Client:
         if self._open_loop is not _get_running_loop():
             self._ensure_open()
         if not self._try_offer(delivery):
-            await self._buffer.put(delivery, self._queue_timeout)
+            await self._store.put(delivery, self._queue_timeout)
 
     # -- waiting and reading ------------------------------------------------------
 
@@ -538,21 +734,25 @@ class Client:
         With ``timeout``, returns after that many seconds at the latest; what is
         still pending then is counted in ``pending`` (and keeps going).
         """
-        if self._batcher is None or self._sender is None:
+        wait = _timeout("timeout", timeout)
+        self._check_loop("flush()")
+        if self._batcher is None:
             return FlushResult(delivered=0, failed=0, pending=0)
-        targets = self._buffer.snapshot()
-        for commands in self._sender.in_flight.values():
-            targets.extend(commands)
+        targets = self._store.pending()
         self._batcher.flush()
-        waiting = [d for d in targets if not d.done()]
-        if waiting:
-            with anyio.move_on_after(timeout):
-                for delivery in waiting:
-                    if not delivery.done():
-                        with contextlib.suppress(DeliveryFailed):
-                            await delivery
-        delivered = sum(1 for d in targets if d.delivered())
-        pending = sum(1 for d in targets if not d.done())
+        with self._parked(), anyio.move_on_after(wait):
+            # Newest first: commands settle roughly in order, so once the
+            # newest is done most others are too and need no waiter of their own.
+            for delivery in reversed(targets):
+                if not delivery.done():
+                    with contextlib.suppress(DeliveryFailed):
+                        await delivery
+        delivered = pending = 0
+        for delivery in targets:
+            if delivery.delivered():
+                delivered += 1
+            elif not delivery.done():
+                pending += 1
         return FlushResult(
             delivered=delivered,
             failed=len(targets) - delivered - pending,
@@ -583,5 +783,11 @@ class Client:
             ) from None
 
     def stats(self) -> Stats:
-        """A snapshot of the client's counters."""
-        return self._counters.snapshot(len(self._buffer), self._buffer.accepted)
+        """A snapshot of the client's counters; see ``Stats`` for the invariant."""
+        store = self._store
+        return self._counters.snapshot(
+            enqueued=store.accepted,
+            queued=len(store),
+            in_flight=store.in_flight,
+            hooks_skipped=0 if self._hooks is None else self._hooks.skipped,
+        )

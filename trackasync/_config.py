@@ -20,7 +20,9 @@ MAX_BATCH_COMMANDS = 50
 DEFAULT_MAX_BATCH_BYTES = 5_000_000
 
 
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+def _positive(name: str, value: object, *, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number, got {type(value).__name__}")
     ok = value >= 0 if allow_zero else value > 0
     if not ok or math.isnan(value) or math.isinf(value):
         bound = ">= 0" if allow_zero else "> 0"

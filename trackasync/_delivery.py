@@ -8,8 +8,9 @@ creates a waiter only for callers that do await.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -111,7 +112,9 @@ class Delivery(msgspec.Struct, eq=False):
                 latency=max(0.0, outcome.at - self.enqueued_at),
             )
         if outcome is not None:
-            raise outcome
+            # The same exception object is raised at every await: drop the
+            # frames the last raise added, so its traceback does not grow.
+            raise outcome.with_traceback(None)
         raise asyncio.InvalidStateError("the delivery is still pending")
 
     def exception(self) -> DeliveryFailed | None:
@@ -124,12 +127,14 @@ class Delivery(msgspec.Struct, eq=False):
     def add_done_callback(self, fn: Callable[[Delivery], object]) -> None:
         """Call ``fn(delivery)`` once the command has its outcome.
 
-        It runs in the client's event loop thread, right when the outcome is
-        recorded (at once if it already has one); what it raises is logged, not
-        propagated. Keep it short: it runs inside the pipeline.
+        It runs in the client's event loop thread, scheduled as soon as the
+        outcome is recorded (never inside the call that recorded it, such as a
+        ``track_nowait`` whose overflow policy dropped this command); when the
+        command is already done, it is scheduled at once. What it raises is
+        logged, not propagated.
         """
         if self._outcome is not None:
-            _call(fn, self)
+            _soon(fn, self)
         elif self._waiters is None:
             self._waiters = [fn]
         else:
@@ -140,7 +145,11 @@ class Delivery(msgspec.Struct, eq=False):
 
     async def _wait(self) -> Receipt:
         if self._outcome is None:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            # Someone waits for this command: its client should not linger.
+            for expedite in _awaited.get(loop, ()):
+                expedite()
             if self._waiters is None:
                 self._waiters = [waiter]
             else:
@@ -172,7 +181,37 @@ class Delivery(msgspec.Struct, eq=False):
                 if not waiter.done():
                     waiter.set_result(None)
             else:
-                _call(waiter, self)
+                _soon(waiter, self)
+
+
+# The clients' batchers per event loop, told when a caller starts awaiting a
+# command (a Delivery does not know its client: a slot for it would cost every
+# call; a dict look-up per await costs nothing that matters).
+_awaited: dict[asyncio.AbstractEventLoop, list[Callable[[], None]]] = {}
+
+
+@contextlib.contextmanager
+def watch_awaits(
+    loop: asyncio.AbstractEventLoop, expedite: Callable[[], None]
+) -> Iterator[None]:
+    """Call ``expedite()`` whenever a ``Delivery`` starts being awaited in ``loop``."""
+    _awaited.setdefault(loop, []).append(expedite)
+    try:
+        yield
+    finally:
+        callbacks = _awaited.get(loop, [])
+        if expedite in callbacks:
+            callbacks.remove(expedite)
+        if not callbacks:
+            _awaited.pop(loop, None)
+
+
+def _soon(fn: Callable[[Delivery], object], delivery: Delivery) -> None:
+    loop = asyncio._get_running_loop()
+    if loop is None:  # settled outside any loop (a client abandoned by its loop)
+        _call(fn, delivery)
+    else:
+        loop.call_soon(_call, fn, delivery)
 
 
 def _call(fn: Callable[[Delivery], object], delivery: Delivery) -> None:

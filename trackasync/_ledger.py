@@ -1,87 +1,105 @@
-"""Where every command's outcome is recorded: counters, the caller's handle, the hook.
+"""Where every command's outcome is recorded: counters, the caller's handle, the
+hook's queue, and the log lines that make losses loud.
 
-Every path that ends a command (accepted, rejected, given up, dropped, closed)
-goes through ``Ledger``, so each command is counted once and the ``on_result``
-hook sees each command once.
+Only the command store calls it, so each command is counted once and the
+``on_result`` hook is queued once per command. The hook itself is never called
+from here: ``HookRunner`` calls it later from the client's own task.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from ._delivery import Accepted, Delivery
-from ._exceptions import DeliveryFailed
-from ._stats import Counters
+from ._exceptions import AuthError, DeliveryFailed
+from ._hooks import HookRunner
+from ._stats import Counters, ThrottledLog
 
 logger = logging.getLogger("trackasync")
 
-ResultHook = Callable[[Delivery], Awaitable[None] | None]
-Spawn = Callable[[Callable[[Delivery], Coroutine[Any, Any, None]], Delivery], object]
+#: How often each kind of loss may be logged, in seconds (with counts between).
+LOG_INTERVAL = 10.0
 
 
 class Ledger:
-    """Records outcomes and calls the ``on_result`` hook (sync or async)."""
+    """Records outcomes; makes every kind of loss visible at WARNING or above."""
 
-    __slots__ = ("_async_hook", "_hook", "closed", "counters", "late_hooks", "spawn")
+    __slots__ = ("_logs", "closed", "counters", "hooks")
 
-    def __init__(self, counters: Counters, hook: ResultHook | None) -> None:
+    def __init__(self, counters: Counters, hooks: HookRunner | None) -> None:
         self.counters = counters
-        self._hook = hook
-        self._async_hook = hook is not None and inspect.iscoroutinefunction(hook)
-        #: Runs an async hook in the client's task group; ``None`` when there is
-        #: none (before start, after close): such calls wait in ``late_hooks``.
-        self.spawn: Spawn | None = None
-        self.late_hooks: list[Delivery] = []
+        self.hooks = hooks
         #: Commands that failed because the client closed, for the close report.
         self.closed: list[Delivery] = []
+        self._logs = {
+            "dropped": ThrottledLog(
+                logging.WARNING,
+                "queue full: dropped %d command(s) since the last warning (%s)",
+                LOG_INTERVAL,
+            ),
+            "rejected": ThrottledLog(
+                logging.WARNING,
+                "the API rejected %d command(s) since the last warning; last: %s",
+                LOG_INTERVAL,
+            ),
+            "gave_up": ThrottledLog(
+                logging.WARNING,
+                "gave up on %d command(s) since the last warning; last: %s",
+                LOG_INTERVAL,
+            ),
+            "auth": ThrottledLog(
+                logging.ERROR,
+                "%d command(s) refused for authentication since the last error: %s",
+                LOG_INTERVAL,
+            ),
+        }
 
     def accepted(self, deliveries: Sequence[Delivery], accepted: Accepted) -> None:
         """The API accepted these commands."""
         done = 0
-        hook = self._hook
-        for delivery in deliveries:
-            if delivery._settle(accepted):
-                done += 1
-                if hook is not None:
-                    self._call_hook(delivery)
+        hooks = self.hooks
+        if hooks is None:
+            for delivery in deliveries:
+                if delivery._settle(accepted):
+                    done += 1
+        else:
+            settled = [d for d in deliveries if d._settle(accepted)]
+            done = len(settled)
+            hooks.push_many(settled)
         self.counters.delivered += done
 
-    def failed(self, delivery: Delivery, error: DeliveryFailed) -> None:
-        """This command ended without being accepted."""
-        if delivery._settle(error):
-            self.counters.failed[error.reason] += 1
-            if error.reason == "closed":
-                self.closed.append(delivery)
-            if error.reason != "dropped":
-                logger.debug("command failed (%s): %s", error.reason, error)
-            if self._hook is not None:
-                self._call_hook(delivery)
+    def failed(self, delivery: Delivery, error: DeliveryFailed) -> bool:
+        """This command ended without being accepted; False if it had an outcome."""
+        if not delivery._settle(error):
+            return False
+        reason = error.reason
+        self.counters.failed[reason] += 1
+        if reason == "closed":
+            self.closed.append(delivery)
+        else:
+            logger.debug("command failed (%s): %s", reason, error)
+            cause = error.error
+            if isinstance(cause, AuthError):
+                self._logs["auth"](
+                    f"HTTP {cause.status}: the credentials are wrong or lack the "
+                    f"permission (API group: Events/Customer properties -> Set); "
+                    f"{_errors(error) or 'no error message'}"
+                )
+            elif reason in self._logs:
+                self._logs[reason](_errors(error) or str(error))
+        if self.hooks is not None:
+            self.hooks.push(delivery)
+        return True
 
-    def _call_hook(self, delivery: Delivery) -> None:
-        hook = self._hook
-        assert hook is not None
-        if self._async_hook:
-            if self.spawn is None:
-                self.late_hooks.append(delivery)
-            else:
-                self.spawn(self.run_async_hook, delivery)
-            return
-        try:
-            hook(delivery)
-        except Exception:
-            # The hook is the caller's code: its failure must not stop delivery.
-            logger.exception("on_result hook raised; the pipeline goes on")
+    def flush_logs(self) -> None:
+        """Log every count still waiting for its interval (at close)."""
+        for log in self._logs.values():
+            log.flush()
 
-    async def run_async_hook(self, delivery: Delivery) -> None:
-        """Await the async hook for one command, logging what it raises."""
-        hook = self._hook
-        assert hook is not None
-        try:
-            result = hook(delivery)
-            if result is not None:
-                await result
-        except Exception:
-            logger.exception("on_result hook raised; the pipeline goes on")
+
+def _errors(error: DeliveryFailed) -> str:
+    """The API's own error strings, short: never the payload, never a header."""
+    if error.errors:
+        return "; ".join(error.errors)[:500]
+    return ""

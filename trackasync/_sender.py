@@ -8,6 +8,7 @@ same body object.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -18,7 +19,7 @@ import anyio
 from ._config import MAX_BATCH_COMMANDS, Retry
 from ._delivery import Accepted, Delivery, Kind
 from ._exceptions import APIError, BadRequest, DeliveryFailed, RateLimited, RequestError
-from ._ledger import Ledger
+from ._hooks import HookRunner
 from ._ratelimit import RateLimiter
 from ._results import (
     batch_answer,
@@ -31,6 +32,7 @@ from ._results import (
 )
 from ._retry import backoff, is_retryable, parse_retry_after
 from ._stats import Counters
+from ._store import CommandStore
 from ._transport import Request, Response, Transport
 
 logger = logging.getLogger("trackasync")
@@ -75,7 +77,12 @@ def batch_body(commands: list[Delivery]) -> bytes:
 
 
 class Sender:
-    """Sends groups of commands, with retries, and records their outcomes."""
+    """Sends groups of commands, with retries, and settles them in the store.
+
+    It alone owns concurrency (at most ``max_in_flight`` requests, each with its
+    retries, sent by as many long-lived workers), the rate limiter's slots (the
+    first request's and every retry's) and the retry rules.
+    """
 
     def __init__(
         self,
@@ -86,8 +93,10 @@ class Sender:
         mode: Mode,
         retry: Retry,
         rate: RateLimiter,
-        ledger: Ledger,
+        store: CommandStore,
         counters: Counters,
+        max_in_flight: int,
+        hooks: HookRunner | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._transport = transport
@@ -97,30 +106,71 @@ class Sender:
         self._mode = mode
         self._retry = retry
         self._rate = rate
-        self._ledger = ledger
+        self._store = store
         self._counters = counters
+        self._hooks = hooks
         self._rng = rng or random.Random()
-        #: Groups handed over and not yet finished, so ``flush`` and ``aclose``
-        #: can find them.
-        self.in_flight: dict[int, list[Delivery]] = {}
+        # asyncio's primitives, not anyio's: these run once per request on the
+        # hot path, and anyio's checkpoints cost several times more.
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._max_workers = max_in_flight
+        self._jobs: asyncio.Queue[list[Delivery] | None] = asyncio.Queue()
+        #: The workers, so the client can wait for them or cancel them.
+        self.workers: set[asyncio.Task[None]] = set()
 
-    def hand_over(self, commands: list[Delivery]) -> None:
-        """The batcher cut ``commands`` for delivery: they are in flight from now."""
-        self.in_flight[id(commands)] = commands
-        self._counters.in_flight += len(commands)
+    async def reserve(self) -> None:
+        """Wait for a free request slot, then for the rate limiter's next slot.
 
-    def abandon(self) -> list[Delivery]:
-        """Forget every group still in flight (the client is closing) and return
-        their commands; ``deliver`` will not run for them any more."""
-        stranded = [command for group in self.in_flight.values() for command in group]
-        self.in_flight.clear()
-        self._counters.in_flight -= len(stranded)
-        return stranded
+        The batcher calls this *before* cutting a batch, so under load the queue
+        keeps filling meanwhile and requests leave as full as they can be.
+        """
+        await self._slots.acquire()
+        try:
+            await self._rate.acquire()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def release(self) -> None:
+        """Give back a reserved slot that found nothing to send."""
+        self._slots.release()
+
+    def start(self, commands: list[Delivery]) -> None:
+        """Deliver ``commands`` (taken from the store) in a reserved slot.
+
+        Requests go out through long-lived workers rather than a task per
+        request: starting a task costs more than a batch's bookkeeping. Workers
+        start with the first requests, so a client that never sends starts none.
+        """
+        if len(self.workers) < self._max_workers:
+            worker = asyncio.get_running_loop().create_task(
+                self._work(), name="trackasync-sender"
+            )
+            self.workers.add(worker)
+            worker.add_done_callback(self.workers.discard)
+        self._jobs.put_nowait(commands)
+
+    def stop(self) -> None:
+        """Let each worker end after the requests already started."""
+        for _ in range(len(self.workers)):
+            self._jobs.put_nowait(None)
+
+    async def _work(self) -> None:
+        jobs = self._jobs
+        while True:
+            batch = await jobs.get()
+            if batch is None:
+                return
+            try:
+                await self.deliver(batch)
+            finally:
+                self._slots.release()
 
     async def deliver(self, commands: list[Delivery]) -> None:
-        """Deliver ``commands`` (already handed over); each has an outcome on return.
+        """Deliver ``commands``; each has an outcome on return, unless cancelled
+        (then the store still holds them in flight, for the client to close).
 
-        The first request's rate-limit slot was taken by the caller.
+        The first request's rate-limit slot was taken by ``reserve``.
         """
         try:
             await self._deliver(commands)
@@ -130,27 +180,18 @@ class Sender:
                 "unexpected error while delivering %d commands", len(commands)
             )
             for command in commands:
-                self._ledger.failed(
-                    command,
-                    DeliveryFailed(
-                        "gave_up",
-                        f"internal error: {exc!r}",
-                        attempts=command.attempts,
-                    ),
-                )
-        finally:
-            if self.in_flight.pop(id(commands), None) is not None:
-                self._counters.in_flight -= len(commands)
-            for command in commands:
-                if not command.done():  # cancelled: the client is closing
-                    self._ledger.failed(
+                if not command.done():
+                    self._store.fail(
                         command,
                         DeliveryFailed(
-                            "closed",
-                            "the client closed before the API answered",
+                            "gave_up",
+                            f"internal error: {type(exc).__name__}",
                             attempts=command.attempts,
                         ),
                     )
+        if self._hooks is not None:
+            # Backpressure: a slow on_result hook slows sending, not memory.
+            await self._hooks.room()
 
     def _request(self, commands: list[Delivery]) -> tuple[Request, bool]:
         # The batcher cuts groups of one in "single" mode, so one rule serves both.
@@ -223,7 +264,7 @@ class Sender:
             else:
                 keep.append(command)
                 continue
-            self._ledger.failed(
+            self._store.fail(
                 command,
                 DeliveryFailed(
                     "gave_up",
@@ -295,12 +336,12 @@ class Sender:
 
     def _accept(self, commands: list[Delivery], status: int, rid: str | None) -> None:
         self._rate.accepted()
-        self._ledger.accepted(commands, Accepted(status, rid, _monotonic()))
+        self._store.accept(commands, Accepted(status, rid, _monotonic()))
 
     def _reject(self, commands: list[Delivery], error: RequestError) -> None:
         errors = error.errors if isinstance(error, APIError) else ()
         for command in commands:
-            self._ledger.failed(
+            self._store.fail(
                 command,
                 DeliveryFailed(
                     "rejected",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -18,8 +19,14 @@ logger = logging.getLogger("trackasync")
 class Stats:
     """A snapshot of the client's counters since it was created.
 
-    Every command ends in exactly one of ``delivered`` or ``failed``: so
-    ``enqueued == delivered + sum(failed.values()) + queued + in_flight``.
+    Every command ends in exactly one of ``delivered`` or ``failed``, and each
+    is counted in exactly one place at any moment, so at every snapshot::
+
+        enqueued == delivered + sum(failed.values()) + queued + in_flight
+
+    (``rejected`` and ``dropped`` are ``failed["rejected"]`` and
+    ``failed["dropped"]``, not further terms). A command waiting to be retried is
+    in flight; its batch-mates that already have an outcome are not.
     """
 
     #: Commands accepted by ``track``/``update_customer`` into the queue.
@@ -44,6 +51,8 @@ class Stats:
     bytes_sent: int
     #: 429 answers seen.
     rate_limited: int
+    #: ``on_result`` calls skipped because the hook's backlog was full.
+    hooks_skipped: int = 0
 
 
 class Counters:
@@ -53,7 +62,6 @@ class Counters:
         "bytes_sent",
         "delivered",
         "failed",
-        "in_flight",
         "rate_limited",
         "requests",
         "retries",
@@ -61,20 +69,21 @@ class Counters:
 
     def __init__(self) -> None:
         self.delivered = 0
-        self.in_flight = 0
         self.requests = 0
         self.retries = 0
         self.bytes_sent = 0
         self.rate_limited = 0
         self.failed = {"rejected": 0, "gave_up": 0, "dropped": 0, "closed": 0}
 
-    def snapshot(self, queued: int, enqueued: int) -> Stats:
-        """A frozen copy, with the queue's depth and intake read off the buffer."""
+    def snapshot(
+        self, *, enqueued: int, queued: int, in_flight: int, hooks_skipped: int
+    ) -> Stats:
+        """A frozen copy, with what the command store holds read off it."""
         failed = dict(self.failed)
         return Stats(
             enqueued=enqueued,
             queued=queued,
-            in_flight=self.in_flight,
+            in_flight=in_flight,
             delivered=self.delivered,
             rejected=failed["rejected"],
             dropped=failed["dropped"],
@@ -83,31 +92,63 @@ class Counters:
             retries=self.retries,
             bytes_sent=self.bytes_sent,
             rate_limited=self.rate_limited,
+            hooks_skipped=hooks_skipped,
         )
 
 
-class ThrottledWarning:
-    """Logs a recurring warning at most once per ``interval``, with a count.
+class ThrottledLog:
+    """Logs a recurring line at most once per ``interval``, with a count.
 
     A full queue can drop thousands of commands a second; one line with the
-    count says as much as a thousand lines and does not flood the log.
+    count says as much as a thousand lines and does not flood the log. The first
+    occurrence logs at once; later ones are counted, and the count since the
+    last line goes out when the interval ends (a timer on the running loop), or
+    at ``flush()``, so no occurrence is left unreported.
+    ``message`` takes the count (``%d``) and a detail (``%s``), such as the last
+    error seen.
     """
 
-    __slots__ = ("_interval", "_last", "_message", "_pending")
+    __slots__ = (
+        "_detail",
+        "_interval",
+        "_last",
+        "_level",
+        "_message",
+        "_pending",
+        "_timer",
+    )
 
-    def __init__(self, message: str, interval: float = 10.0) -> None:
+    def __init__(self, level: int, message: str, interval: float = 10.0) -> None:
+        self._level = level
         self._message = message
         self._interval = interval
         self._last = -interval
         self._pending = 0
+        self._detail = ""
+        self._timer: asyncio.TimerHandle | None = None
 
-    def __call__(self, count: int = 1) -> None:
+    def __call__(self, detail: str = "", count: int = 1) -> None:
         self._pending += count
+        self._detail = detail
         now = time.monotonic()
         if now - self._last >= self._interval:
-            logger.warning(self._message, self._pending)
+            self.flush()
+        elif self._timer is None:
+            loop = asyncio._get_running_loop()
+            if loop is not None:
+                self._timer = loop.call_at(
+                    loop.time() + self._last + self._interval - now, self.flush
+                )
+
+    def flush(self) -> None:
+        """Log what was counted since the last line, if anything."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending:
+            logger.log(self._level, self._message, self._pending, self._detail)
             self._pending = 0
-            self._last = now
+            self._last = time.monotonic()
 
 
 @dataclass(frozen=True, slots=True)
