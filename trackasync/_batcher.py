@@ -113,7 +113,11 @@ class Batcher:
                 self._expedite_at = None
         sender = self._sender
         await sender.reserve()
-        batch = store.take(self._max_count, self._max_bytes)
+        try:
+            batch = store.take(self._max_count, self._max_bytes)
+        except BaseException:
+            sender.release()
+            raise
         if not batch:  # drained meanwhile (drop_old, close)
             sender.release()
             return False

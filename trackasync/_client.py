@@ -62,6 +62,9 @@ DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 # How long a cancelled pipeline task or the session close may take at the end
 # of aclose(); a request in flight ends at once when cancelled.
 _CLOSE_GRACE = 0.1
+# The share of aclose()'s budget kept for on_result hooks of the commands that
+# end "closed" (when there is a hook).
+_HOOK_SHARE = 0.1
 
 _get_running_loop = asyncio._get_running_loop
 _monotonic = time.monotonic
@@ -461,7 +464,10 @@ class Client:
             store.stop_intake()
             if self._batcher is not None:
                 self._batcher.close()
-            if not await self._drain(deadline):
+            # With a hook, its calls for the commands that end "closed" get the
+            # last share of the budget: draining stops before it.
+            drain_until = deadline - (budget * _HOOK_SHARE if hooks else 0.0)
+            if not await self._drain(drain_until):
                 logger.warning(
                     "aclose: %d command(s) still queued or in flight after %.1f s; "
                     "giving them up as 'closed'",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -148,8 +149,10 @@ class Delivery(msgspec.Struct, eq=False):
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[None] = loop.create_future()
             # Someone waits for this command: its client should not linger.
-            for expedite in _awaited.get(loop, ()):
-                expedite()
+            for ref in _awaited.get(loop, ()):
+                expedite = ref()
+                if expedite is not None:
+                    expedite()
             if self._waiters is None:
                 self._waiters = [waiter]
             else:
@@ -187,22 +190,28 @@ class Delivery(msgspec.Struct, eq=False):
 # The clients' batchers per event loop, told when a caller starts awaiting a
 # command (a Delivery does not know its client: a slot for it would cost every
 # call; a dict look-up per await costs nothing that matters).
-_awaited: dict[asyncio.AbstractEventLoop, list[Callable[[], None]]] = {}
+# Weak references: this registry must not keep an abandoned client alive (its
+# collection is what warns that it was never closed).
+_awaited: dict[
+    asyncio.AbstractEventLoop, list[weakref.WeakMethod[Callable[[], None]]]
+] = {}
 
 
 @contextlib.contextmanager
 def watch_awaits(
     loop: asyncio.AbstractEventLoop, expedite: Callable[[], None]
 ) -> Iterator[None]:
-    """Call ``expedite()`` whenever a ``Delivery`` starts being awaited in ``loop``."""
-    _awaited.setdefault(loop, []).append(expedite)
+    """Call ``expedite()`` (a bound method) whenever a ``Delivery`` starts being
+    awaited in ``loop``."""
+    ref = weakref.WeakMethod(expedite)
+    _awaited.setdefault(loop, []).append(ref)
     try:
         yield
     finally:
-        callbacks = _awaited.get(loop, [])
-        if expedite in callbacks:
-            callbacks.remove(expedite)
-        if not callbacks:
+        refs = _awaited.get(loop, [])
+        if ref in refs:
+            refs.remove(ref)
+        if not refs:
             _awaited.pop(loop, None)
 
 

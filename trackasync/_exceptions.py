@@ -196,3 +196,6 @@ class DeliveryFailed(TrackError):
         self.attempts = attempts
         self.request_id = request_id
         self.error = error
+        # Set here, not by "raise ... from": the same object is raised at every
+        # await of its Delivery, and its cause must be there each time.
+        self.__cause__ = error
