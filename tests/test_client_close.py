@@ -60,8 +60,9 @@ def adds_up(client: Client) -> bool:
 
 
 async def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``check`` (state inside the client, with no event to wait on)."""
     with anyio.fail_after(timeout):
-        while not check():
+        while not check():  # noqa: ASYNC110
             await asyncio.sleep(0.001)
 
 
@@ -133,8 +134,10 @@ async def test_a_cancelled_close_still_ends_within_its_budget(
     assert transport.closed
     assert gate.waiting == 0  # the requests under way were cancelled
     sender = client._sender
-    assert sender is not None and not sender.workers
-    assert client._runner is not None and client._runner.done()
+    assert sender is not None
+    assert not sender.workers
+    assert client._runner is not None
+    assert client._runner.done()
 
 
 def test_ctrl_c_during_aclose_leaves_a_true_report() -> None:
@@ -156,6 +159,7 @@ def test_ctrl_c_during_aclose_leaves_a_true_report() -> None:
         deliveries.extend(client.track_nowait(IDS, "view") for _ in range(30))
         closing = asyncio.ensure_future(client.aclose(10))
         await asyncio.sleep(0.05)
+        assert not closing.done()
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -400,8 +404,7 @@ def test_an_unclosed_client_collected_with_commands_warns(
     loop.run_until_complete(use())
     loop.close()
     with pytest.warns(ResourceWarning, match="10 command"):
-        for _ in range(3):
-            gc.collect()
+        gc.collect()
     assert "garbage-collected unclosed with 10 command(s)" in caplog.text
 
 
@@ -539,7 +542,8 @@ async def test_delivery_failed_has_its_cause_and_a_traceback_that_does_not_grow(
                 await delivery
             sizes.append(len(traceback.extract_tb(caught.value.__traceback__)))
         assert caught.value.__cause__ is caught.value.error
-        assert caught.value.error is not None and caught.value.error.status == 400
+        assert caught.value.error is not None
+        assert caught.value.error.status == 400
     assert len(set(sizes)) == 1, sizes
 
 
