@@ -630,3 +630,15 @@ def test_aclose_after_the_loop_was_closed_returns_the_true_report() -> None:
     assert report.undelivered == deliveries
     assert client.state is ClientState.CLOSED
     assert asyncio.run(client.aclose()) is report
+
+
+async def test_the_first_awaited_command_of_a_new_client_does_not_linger(
+    make_client: MakeClient, transport: RecordingTransport
+) -> None:
+    """track_and_wait as the very first call (the client opens inside it) is
+    still sent at once, not after linger."""
+    client = make_client(linger=30.0)
+    with anyio.fail_after(2):
+        receipt = await client.track_and_wait(IDS, "view")
+    assert receipt.status == 200
+    await client.aclose()

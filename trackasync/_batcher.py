@@ -49,6 +49,9 @@ class Batcher:
         # When the window opened by the first awaiter ends (monotonic), if open.
         self._expedite_at: float | None = None
         self._closing = False
+        # Registered at once, not when run() first runs: a command awaited
+        # right after the client opened must already find it.
+        self._unwatch = watch_awaits(asyncio.get_running_loop(), self.expedite)
 
     def flush(self) -> None:
         """Send everything queued now without waiting for ``linger``."""
@@ -68,8 +71,7 @@ class Batcher:
 
     async def run(self) -> None:
         """Loop until closed and the queue is empty. Never dies of an error."""
-        loop = asyncio.get_running_loop()
-        with watch_awaits(loop, self.expedite):
+        try:
             while True:
                 try:
                     if await self._step():
@@ -78,6 +80,8 @@ class Batcher:
                     # Never let a bug stop the pipeline; the commands stay queued.
                     logger.exception("batcher error; continuing")
                     await asyncio.sleep(0.1)
+        finally:
+            self._unwatch()
 
     async def _step(self) -> bool:
         """One decision. Returns True when the loop should end."""

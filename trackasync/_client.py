@@ -13,6 +13,7 @@ import contextlib
 import enum
 import logging
 import math
+import os
 import time
 import warnings
 from collections.abc import Mapping
@@ -96,6 +97,10 @@ class ClientState(enum.Enum):
 
 _UNOPENED, _OPEN, _CLOSING, _CLOSED = ClientState
 
+# What a forked child inherited from its parent's clients, kept referenced so
+# it is never collected (or closed) in the child.
+_INHERITED: list[object] = []
+
 
 def _timeout(name: str, value: object) -> float | None:
     """``None`` or a number of seconds >= 0 (infinity allowed), else ConfigError."""
@@ -135,11 +140,17 @@ class Client:
         "_linger",
         "_loop",
         "_max_in_flight",
+        "_max_queue",
         "_mode",
         "_offer",
+        "_on_result",
         "_open_loop",
+        "_overflow",
+        "_own_transport",
+        "_pid",
         "_queue_timeout",
         "_rate",
+        "_rate_limit",
         "_report",
         "_retry",
         "_runner",
@@ -147,6 +158,7 @@ class Client:
         "_shutdown_timeout",
         "_state",
         "_store",
+        "_timeouts",
         "_transport",
         "_try_offer",
     )
@@ -219,23 +231,34 @@ class Client:
         }
         self._codec = Codec(self._limits)
         self._encode_event = self._codec.event
+        self._on_result = on_result
+        self._rate_limit = rate_limit
+        self._max_queue = max_queue
+        self._overflow: Overflow = overflow
+        self._timeouts = (timeout, connect_timeout)
+        self._own_transport = transport is None
+        self._new_pipeline()
+        # Created last: nothing above can fail with a session left open.
+        self._transport: Transport = transport or AiohttpTransport(
+            timeout=timeout, connect_timeout=connect_timeout
+        )
+        self._pid = os.getpid()
+
+    def _new_pipeline(self) -> None:
+        """The per-process parts: counters, hooks, ledger, store, and no tasks."""
         self._counters = Counters()
-        self._hooks = None if on_result is None else HookRunner(on_result)
+        self._hooks = None if self._on_result is None else HookRunner(self._on_result)
         self._ledger = Ledger(self._counters, self._hooks)
-        self._rate = RateLimiter(rate_limit)
+        self._rate = RateLimiter(self._rate_limit)
         self._store = MemoryStore(
-            max_queue,
-            overflow,
+            self._max_queue,
+            self._overflow,
             batch_count=self._limits.max_batch_commands,
             batch_bytes=self._limits.max_batch_bytes,
             ledger=self._ledger,
         )
         self._offer = self._store.offer
         self._try_offer = self._store.try_offer
-        # Created last: nothing above can fail with a session left open.
-        self._transport: Transport = transport or AiohttpTransport(
-            timeout=timeout, connect_timeout=connect_timeout
-        )
         # The loop the client is bound to while it takes commands.
         self._open_loop: object = _NOT_OPEN
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -245,6 +268,38 @@ class Client:
         self._closer: asyncio.Task[None] | None = None
         self._report: CloseReport | None = None
         self._entered = False
+
+    def _after_fork(self) -> None:
+        """In a child process: drop everything inherited and start afresh.
+
+        The parent keeps sending what it had queued; the child's copies are
+        discarded, unsent, and counted in ``stats().discarded_at_fork``. The
+        inherited tasks, loop and connections belong to the parent: they are
+        kept referenced (never closed or collected here, which would touch the
+        parent's sockets or report its session as unclosed) and never used.
+        """
+        discarded = len(self._store) + self._store.in_flight
+        _INHERITED.append((self._store, self._runner, self._transport))
+        was = self._state
+        self._new_pipeline()
+        self._counters.discarded_at_fork = discarded
+        if self._own_transport:
+            timeout, connect_timeout = self._timeouts
+            self._transport = AiohttpTransport(
+                timeout=timeout, connect_timeout=connect_timeout
+            )
+        self._pid = os.getpid()
+        if was is _CLOSING or was is _CLOSED:
+            self._state = _CLOSED
+            self._finish()
+        else:
+            self._state = _UNOPENED
+        if discarded:
+            logger.info(
+                "forked: the child discarded %d inherited command(s); the parent "
+                "process sends them",
+                discarded,
+            )
 
     def __repr__(self) -> str:
         return f"<Client {self._base} auth={self._auth!r} state={self._state.value}>"
@@ -294,6 +349,8 @@ class Client:
         loop = _get_running_loop()
         if self._open_loop is loop and loop is not None:
             return
+        if self._pid != os.getpid():
+            self._after_fork()
         if loop is None:
             raise ClientStateError(
                 "trackasync.Client must be used from inside a running event loop "
@@ -401,6 +458,8 @@ class Client:
         budget = _timeout("timeout", timeout)
         if budget is None:
             budget = self._shutdown_timeout
+        if self._pid != os.getpid():
+            self._after_fork()
         if self._report is not None:
             return self._report
         if self._loop is not None and self._loop.is_closed():
@@ -741,6 +800,8 @@ class Client:
         still pending then is counted in ``pending`` (and keeps going).
         """
         wait = _timeout("timeout", timeout)
+        if self._pid != os.getpid():
+            self._after_fork()
         self._check_loop("flush()")
         if self._batcher is None:
             return FlushResult(delivered=0, failed=0, pending=0)
@@ -790,6 +851,8 @@ class Client:
 
     def stats(self) -> Stats:
         """A snapshot of the client's counters; see ``Stats`` for the invariant."""
+        if self._pid != os.getpid():
+            self._after_fork()
         store = self._store
         return self._counters.snapshot(
             enqueued=store.accepted,

@@ -8,10 +8,9 @@ creates a waiter only for callers that do await.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -197,22 +196,22 @@ _awaited: dict[
 ] = {}
 
 
-@contextlib.contextmanager
 def watch_awaits(
     loop: asyncio.AbstractEventLoop, expedite: Callable[[], None]
-) -> Iterator[None]:
+) -> Callable[[], None]:
     """Call ``expedite()`` (a bound method) whenever a ``Delivery`` starts being
-    awaited in ``loop``."""
+    awaited in ``loop``, from now until the returned function is called."""
     ref = weakref.WeakMethod(expedite)
     _awaited.setdefault(loop, []).append(ref)
-    try:
-        yield
-    finally:
+
+    def unwatch() -> None:
         refs = _awaited.get(loop, [])
         if ref in refs:
             refs.remove(ref)
         if not refs:
             _awaited.pop(loop, None)
+
+    return unwatch
 
 
 def _soon(fn: Callable[[Delivery], object], delivery: Delivery) -> None:

@@ -53,6 +53,9 @@ class Stats:
     rate_limited: int
     #: ``on_result`` calls skipped because the hook's backlog was full.
     hooks_skipped: int = 0
+    #: In a forked child: the commands it inherited queued or in flight, left to
+    #: the parent to send (the other counters start from zero in the child).
+    discarded_at_fork: int = 0
 
 
 class Counters:
@@ -61,6 +64,7 @@ class Counters:
     __slots__ = (
         "bytes_sent",
         "delivered",
+        "discarded_at_fork",
         "failed",
         "rate_limited",
         "requests",
@@ -69,6 +73,7 @@ class Counters:
 
     def __init__(self) -> None:
         self.delivered = 0
+        self.discarded_at_fork = 0
         self.requests = 0
         self.retries = 0
         self.bytes_sent = 0
@@ -93,6 +98,7 @@ class Counters:
             bytes_sent=self.bytes_sent,
             rate_limited=self.rate_limited,
             hooks_skipped=hooks_skipped,
+            discarded_at_fork=self.discarded_at_fork,
         )
 
 
