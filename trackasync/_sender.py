@@ -26,8 +26,8 @@ from ._results import (
     error_for,
     errors_of,
     match_results,
+    read_single,
     request_id,
-    single_accepted,
 )
 from ._retry import backoff, is_retryable, parse_retry_after
 from ._stats import Counters
@@ -250,10 +250,14 @@ class Sender:
             return None
         rid = request_id(response)
         if single:
-            if single_accepted(response):
+            # None: accepted; BadRequest: refused (final); else unknown: retried.
+            outcome = read_single(response)
+            if outcome is None:
                 self._accept(commands, status, rid)
+            elif isinstance(outcome, BadRequest):
+                self._reject(commands, outcome)
             else:
-                self._reject(commands, error_for_refusal(response, status, rid))
+                return commands, outcome
             return None
         answer = batch_answer(response)
         if answer is None or answer.results is None:
