@@ -24,8 +24,10 @@ from trackasync import (
     PublicToken,
     RequestError,
     Retry,
+    ServerError,
     TransportError,
 )
+from trackasync._results import MAX_KEPT_BODY
 from trackasync._transport import (
     MAX_ANSWER_BYTES,
     MAX_ERROR_ANSWER_BYTES,
@@ -359,3 +361,30 @@ async def test_system_time_failure_shows_no_secret(
     assert str(info.value) == message
     assert_no_secret_in_error(info.value)
     assert_no_secret_logged(debug_logs)
+
+
+async def test_client_keeps_little_of_a_huge_error_answer() -> None:
+    """A 500 with a 500 MB body, streamed: the client reads 64 KiB, hangs up,
+    and the DeliveryFailed it reports keeps a few kilobytes of it."""
+    head = b"HTTP/1.1 500 X\r\nContent-Length: 500000000\r\n\r\n"
+    async with (
+        RawServer(streamed(head, chunk=8 << 10, delay=0.002)) as server,
+        Client(
+            server.base_url,
+            "project-1",
+            auth=AUTHS["private"],
+            linger=0.0,
+            rate_limit=None,
+            retry=Retry.none(),
+        ) as client,
+    ):
+        with pytest.raises(DeliveryFailed) as info:
+            await client.track_and_wait({"registered": "ann"}, "signup")
+        await asyncio.sleep(0.2)
+        written = server.written
+    error = info.value.error
+    assert isinstance(error, ServerError)
+    assert error.status == 500
+    assert len(error.body) == MAX_KEPT_BODY
+    assert len(str(info.value)) < 1000
+    assert written < 16 << 20
