@@ -239,6 +239,25 @@ async def test_timeouts_become_request_timeout(
     assert info.value.__context__ is None
 
 
+async def test_timeout_message_uses_a_passed_in_session_timeout(
+    mocked: Any,
+) -> None:
+    """With a session passed in, the message names that session's timeout."""
+    mocked.post(URL_BATCH, exception=asyncio.TimeoutError())
+    timeout = aiohttp.ClientTimeout(total=2.5)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        transport = AiohttpTransport(timeout=30.0, session=session)
+        with pytest.raises(RequestTimeout) as info:
+            await transport.send(Request("POST", URL_BATCH, HEADERS, BODY))
+    assert str(info.value) == "no answer from api.example.test within 2.5 s"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout()) as session:
+        mocked.post(URL_BATCH, exception=asyncio.TimeoutError())
+        transport = AiohttpTransport(session=session)
+        with pytest.raises(RequestTimeout) as info:
+            await transport.send(Request("POST", URL_BATCH, HEADERS, BODY))
+    assert str(info.value) == "no answer from api.example.test in time"
+
+
 async def test_unmatched_url_is_a_transport_error(
     mocked: Any, transport: AiohttpTransport
 ) -> None:

@@ -226,7 +226,7 @@ def read_single(response: Response) -> APIError | None:
     try:
         answer = _decode_single(response.body)
     except msgspec.DecodeError:
-        return unknown_answer(response, "not a JSON object")
+        return unknown_answer(response, "not a readable JSON object")
     success = answer.success
     if success is True:
         return None
@@ -249,7 +249,7 @@ def system_time_of(response: Response) -> float:
     try:
         answer = _decode_single(response.body)
     except msgspec.DecodeError:
-        raise unknown_answer(response, "not a JSON object") from None
+        raise unknown_answer(response, "not a readable JSON object") from None
     if answer.success is False:
         raise refusal_error(response)
     if answer.success is not True:

@@ -168,7 +168,8 @@ class AiohttpTransport:
                     response.close()
                 return Response(status, body, response.headers, truncated)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            error: TransportError = _timeout_error(exc, request, self._timeout)
+            # The session's own timeout: a session passed in has its own.
+            error: TransportError = _timeout_error(exc, request, session.timeout)
         except (aiohttp.ClientError, OSError) as exc:
             error = _transport_error(exc, request)
         # Raised outside the handler on purpose: the aiohttp error, whose repr
@@ -225,13 +226,17 @@ def _timeout_error(
     host, port = _host_port(request.url)
     if _CONNECT_TIMEOUTS and isinstance(exc, _CONNECT_TIMEOUTS):
         return RequestTimeout(
-            f"no connection to {host}:{port} within {timeout.connect:g} s"
+            f"no connection to {host}:{port}{_within(timeout.connect)}"
         )
     if isinstance(exc, aiohttp.ServerTimeoutError):
         # A read timeout of a session passed in, or a connect timeout on
         # aiohttp < 3.10: either way the server went quiet.
         return RequestTimeout(f"{host} stopped answering (timed out)")
-    return RequestTimeout(f"no answer from {host} within {timeout.total:g} s")
+    return RequestTimeout(f"no answer from {host}{_within(timeout.total)}")
+
+
+def _within(seconds: float | None) -> str:
+    return " in time" if seconds is None else f" within {seconds:g} s"
 
 
 def _transport_error(exc: BaseException, request: Request) -> TransportError:
