@@ -49,6 +49,7 @@ class RawServer:
         self._answer = raw(answer) if isinstance(answer, bytes) else answer
         self._keep_alive = keep_alive
         self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
         self.requests: list[bytes] = []
         self.connections = 0
         self.written = 0
@@ -72,12 +73,21 @@ class RawServer:
     ) -> None:
         assert self._server is not None
         self._server.close()
+        # Scripts that stall (``silent``, ``streamed``) end with the test; on
+        # Python 3.12+ wait_closed() would wait for them.
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
 
     async def _handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
