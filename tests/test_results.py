@@ -15,6 +15,9 @@ from trackasync._exceptions import (
     ServerError,
 )
 from trackasync._results import (
+    MAX_ERRORS,
+    MAX_KEPT_BODY,
+    MAX_TEXT,
     BatchAnswer,
     CommandResult,
     batch_answer,
@@ -22,8 +25,10 @@ from trackasync._results import (
     error_for,
     errors_of,
     match_results,
+    read_single,
+    refusal_error,
     request_id,
-    single_accepted,
+    system_time_of,
 )
 from trackasync._transport import Response
 
@@ -182,24 +187,198 @@ def test_request_id_missing_is_none() -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "accepted"),
+    "body",
     [
-        (b'{"success": true}', True),
-        (b'{"errors": [], "success": true}', True),
-        (b'{"success":false,"errors":["Invalid customer_id"]}', False),
-        (b'{"success": false}', False),
-        (b'{"success": true, "note": "false alarm"}', True),
-        (b"", True),
-        (b"ok", True),
-        (b"false", True),
-        (b"[false]", True),
-        (b'{"success": "false"}', True),
-        (b"{not json but false", True),
+        b'{"success": true}',
+        b'{"errors": [], "success": true}',
+        b'{"success": true, "note": "false alarm"}',
+        b' {"success":true}\n',
     ],
 )
-def test_single_accepted(body: bytes, accepted: bool) -> None:
-    """Only an explicit "success": false refuses a command on a single route."""
-    assert single_accepted(response(200, body)) is accepted
+def test_read_single_accepted(body: bytes) -> None:
+    """A JSON object with "success": true is the only acceptance."""
+    assert read_single(response(200, body)) is None
+
+
+@pytest.mark.parametrize(
+    ("body", "errors"),
+    [
+        (
+            b'{"success":false,"errors":["Invalid customer_id"]}',
+            ("Invalid customer_id",),
+        ),
+        (b'{"success": false}', ()),
+        (b'{"success": false, "error": "no"}', ("no",)),
+    ],
+)
+def test_read_single_refused(body: bytes, errors: tuple[str, ...]) -> None:
+    """ "success": false is the API's refusal: a BadRequest with its errors."""
+    error = read_single(response(200, body, **{"x-request-id": "r-1"}))
+    assert type(error) is BadRequest
+    assert error.errors == errors
+    assert error.status == 200
+    assert error.request_id == "r-1"
+    assert error.body == body
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"", "not a readable JSON object, empty body"),
+        (b"<html><body>502 Bad Gateway</body></html>", "not a readable JSON object"),
+        (b'{"success": tr', "not a readable JSON object"),
+        (b"ok", "not a readable JSON object"),
+        (b"false", "not a readable JSON object"),
+        (b"[false]", "not a readable JSON object"),
+        (b"null", "not a readable JSON object"),
+        (b'{"success": "false"}', 'no boolean "success"'),
+        (b'{"success": "true"}', 'no boolean "success"'),
+        (b'{"success": 1}', 'no boolean "success"'),
+        (b'{"errors": ["Invalid customer_id"]}', 'no boolean "success"'),
+        (b"{}", 'no boolean "success"'),
+    ],
+)
+def test_read_single_unknown(body: bytes, why: str) -> None:
+    """Anything else is unknown: a plain APIError (retried, never a refusal)
+    whose message says why and quotes the start of the body."""
+    error = read_single(response(200, body))
+    assert type(error) is APIError
+    assert error.status == 200
+    assert error.errors == ()
+    assert why in str(error)
+    assert str(error).startswith("HTTP 200: not an answer of the API (")
+    if body:
+        assert repr(" ".join(body.decode().split())) in str(error)
+
+
+def test_read_single_unknown_quotes_only_the_start_of_the_body() -> None:
+    """An HTML page is quoted on one line, cut at 120 bytes."""
+    page = b"<html>\n  <title>Proxy\n error</title>" + b"." * 5000
+    message = str(read_single(response(200, page)))
+    assert "<html> <title>Proxy error</title>" in message
+    assert len(message) < 250
+
+
+def test_read_single_cut_answer_is_unknown() -> None:
+    """An answer cut at the transport's cap is unknown, even if the part read
+    happens to be a valid success."""
+    cut = Response(200, b'{"success": true}   ', {}, truncated=True)
+    error = read_single(cut)
+    assert type(error) is APIError
+    assert "over the size cap" in str(error)
+
+
+# -- system/time ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"success": true, "time": 1533663283.8943756}', 1533663283.8943756),
+        (b'{"errors": [], "success": true, "time": 1700000000}', 1700000000.0),
+    ],
+)
+def test_system_time_of_reads_the_time(body: bytes, expected: float) -> None:
+    """The documented answer gives its time as a float."""
+    value = system_time_of(response(200, body))
+    assert value == expected
+    assert type(value) is float
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"success": true, "time": NaN}',
+        b'{"success": true, "time": 1e400}',
+        b'{"success": true, "time": true}',
+        b'{"success": true, "time": 1}',
+        b'{"success": true, "time": 1.0}',
+        b'{"success": true, "time": -1700000000}',
+        b'{"success": true, "time": 99999999999}',
+        b'{"success": true, "time": "1700000000"}',
+        b'{"success": true, "time": null}',
+        b'{"success": true}',
+        b'{"time": 1700000000.5}',
+        b'{"success": "true", "time": 1700000000.5}',
+        b"<html>hi</html>",
+        b"",
+        b"[1700000000.5]",
+    ],
+)
+def test_system_time_of_refuses_nonsense(body: bytes) -> None:
+    """NaN, infinity, booleans, strings, implausible times, a missing "success"
+    or an unreadable body raise APIError, never a number."""
+    with pytest.raises(APIError) as info:
+        system_time_of(response(200, body))
+    assert type(info.value) is APIError
+    assert info.value.status == 200
+
+
+def test_system_time_of_refusal_is_a_bad_request() -> None:
+    """ "success": false raises BadRequest with the API's errors."""
+    body = b'{"success": false, "errors": ["Could not authenticate"], "time": 1.7e9}'
+    with pytest.raises(BadRequest) as info:
+        system_time_of(response(200, body))
+    assert info.value.errors == ("Could not authenticate",)
+
+
+@pytest.mark.parametrize(("status", "cls"), [(401, AuthError), (503, ServerError)])
+def test_system_time_of_error_status(status: int, cls: type[APIError]) -> None:
+    """An error status raises its typed error."""
+    with pytest.raises(cls):
+        system_time_of(response(status, {"success": False, "error": "x"}))
+
+
+def test_system_time_of_cut_answer() -> None:
+    """An answer cut at the cap is not read."""
+    cut = Response(200, b'{"success": true, "time": 1700000000.5}', {}, truncated=True)
+    with pytest.raises(APIError):
+        system_time_of(cut)
+
+
+# -- what errors keep ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [200, 400, 429, 500])
+def test_errors_keep_a_few_kilobytes_of_the_body(status: int) -> None:
+    """A huge error body is not kept whole on the error: MAX_KEPT_BODY bytes."""
+    body = b'{"success": false, "errors": ["' + b"e" * 500_000 + b'"]}'
+    error = (
+        error_for(response(status, body))
+        if status != 200
+        else refusal_error(response(status, body))
+    )
+    assert error.body == body[:MAX_KEPT_BODY]
+    assert len(error.errors) == 1
+    assert len(error.errors[0]) == MAX_TEXT
+    assert error.errors[0].endswith("…")
+    assert len(str(error)) < MAX_TEXT + 50
+
+
+def test_unknown_answer_keeps_a_few_kilobytes_of_the_body() -> None:
+    """An unknown answer keeps MAX_KEPT_BODY bytes of its body."""
+    body = b"<html>" + b"x" * 100_000
+    error = read_single(response(200, body))
+    assert error is not None
+    assert error.body == body[:MAX_KEPT_BODY]
+
+
+def test_many_error_strings_are_capped() -> None:
+    """At most MAX_ERRORS strings are read from one body."""
+    body = {"success": False, "errors": [f"e{index}" for index in range(10_000)]}
+    assert body_errors(msgspec.json.encode(body)) == [
+        f"e{index}" for index in range(MAX_ERRORS)
+    ]
+
+
+def test_deeply_nested_errors_do_not_blow_the_stack() -> None:
+    """A deeply nested error body is read to a bounded depth, never raising."""
+    nested: Any = "deep"
+    for _ in range(5000):
+        nested = [nested]
+    data = {"errors": nested}
+    assert errors_of(data) == []
+    assert errors_of({"errors": [[["shallow"]]]}) == ["shallow"]
 
 
 # -- batch answers -------------------------------------------------------------------
@@ -237,7 +416,8 @@ def test_batch_answer_with_batch_level_error() -> None:
 
 
 def test_batch_answer_with_odd_results_reads_what_it_can() -> None:
-    """Unreadable result entries become failures; readable ones are kept."""
+    """Unreadable result entries keep their place but have no "success" (so they
+    count as missing); readable ones are kept."""
     body = {
         "success": True,
         "results": [
@@ -255,15 +435,53 @@ def test_batch_answer_with_odd_results_reads_what_it_can() -> None:
     assert answer.success is True
     assert answer.error == "partial"
     assert answer.results is not None
-    unreadable = CommandResult(success=False, errors=["unreadable result"])
+    unreadable = CommandResult()
     assert answer.results == [
         CommandResult(success=True, command_id="0"),
         unreadable,
         unreadable,
         unreadable,
         CommandResult(success=False, command_id="4", errors=["bad"]),
-        unreadable,
+        CommandResult(success=True, time="noon"),
     ]
+    assert match_results(answer.results, 6) == [
+        answer.results[0],
+        None,
+        None,
+        None,
+        answer.results[4],
+        answer.results[5],
+    ]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"success": "true", "command_id": "0"},
+        {"success": "false", "command_id": "0", "errors": ["x"]},
+        {"success": None, "command_id": "0"},
+        {"command_id": "0"},
+        {"command_id": "0", "errors": ["At least one id"]},
+    ],
+)
+def test_unreadable_result_counts_as_missing(entry: dict[str, Any]) -> None:
+    """A result whose "success" is not a boolean is not a refusal: the command
+    is left without a result, so it is retried."""
+    body = {"success": True, "results": [entry, {"success": True, "command_id": "1"}]}
+    answer = batch_answer(response(200, body))
+    assert answer is not None
+    assert answer.results is not None
+    matched = match_results(answer.results, 2)
+    assert matched[0] is None
+    assert matched[1] is not None
+    assert matched[1].success is True
+
+
+def test_batch_answer_cut_at_the_cap_is_none() -> None:
+    """A batch answer cut by the transport is no answer, even if it parses."""
+    body = msgspec.json.encode({"success": True, "results": [{"success": True}]})
+    assert batch_answer(Response(200, body + b"   ", {}, truncated=True)) is None
+    assert batch_answer(Response(200, body, {})) is not None
 
 
 def test_batch_answer_with_non_list_results() -> None:

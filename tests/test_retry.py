@@ -112,13 +112,21 @@ HTTP_DATE_EPOCH = datetime(2015, 10, 21, 7, 28, tzinfo=timezone.utc).timestamp()
         (" 7 ", 7.0),
         ("2.5", 2.5),
         ("0.001", 0.001),
-        ("-5", 0.0),
-        ("-0.5", 0.0),
+        ("-0", 0.0),
     ],
 )
 def test_retry_after_seconds(header: str, expected: float) -> None:
-    """Delta-seconds are read as floats; negatives become 0."""
-    assert parse_retry_after(header) == expected
+    """Delta-seconds are read as floats."""
+    result = parse_retry_after(header)
+    assert result == expected
+    assert math.copysign(1.0, result) == 1.0  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("header", ["-5", "-0.5", "-1e9", " -3 "])
+def test_retry_after_negative_is_none(header: str) -> None:
+    """A negative delay is nonsense, not "retry now": None, so the normal
+    backoff applies."""
+    assert parse_retry_after(header) is None
 
 
 @pytest.mark.parametrize(
@@ -143,14 +151,16 @@ def test_retry_after_http_date_variants() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 08:28:00 +0100", now=now) == 10.0
 
 
-def test_retry_after_http_date_in_the_past_is_zero() -> None:
-    """A date that already passed means "retry now", not a negative wait."""
-    assert parse_retry_after(HTTP_DATE, now=HTTP_DATE_EPOCH + 3600) == 0.0
+@pytest.mark.parametrize("after", [3600.0, 0.5, 0.0])
+def test_retry_after_http_date_not_in_the_future_is_none(after: float) -> None:
+    """A date that already passed (or is now) is None, so the normal backoff
+    applies instead of an immediate retry."""
+    assert parse_retry_after(HTTP_DATE, now=HTTP_DATE_EPOCH + after) is None
 
 
 def test_retry_after_http_date_uses_the_clock_by_default() -> None:
-    """Without ``now`` an old HTTP date is in the past, so the wait is 0."""
-    assert parse_retry_after(HTTP_DATE) == 0.0
+    """Without ``now`` the date is compared with the clock: 2015 is past."""
+    assert parse_retry_after(HTTP_DATE) is None
     future = "Fri, 01 Jan 2100 00:00:00 GMT"
     assert parse_retry_after(future) > 365 * 24 * 3600  # type: ignore[operator]
 

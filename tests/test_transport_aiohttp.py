@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
+import os
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -48,6 +52,10 @@ class _Mock(aioresponses):
     def add(self, url: Any, method: str = "GET", **kwargs: Any) -> None:
         kwargs.setdefault("response_class", _MockedResponse)
         super().add(url, method, **kwargs)
+
+
+# What aiohttp's connector errors read their host and port from.
+_KEY: Any = SimpleNamespace(host="api.example.test", port=443, ssl=True)
 
 
 def answer(**kwargs: Any) -> CallbackResult:
@@ -134,51 +142,133 @@ async def test_error_statuses_are_answers_not_exceptions(
 
 
 @pytest.mark.parametrize(
-    "exc",
+    ("exc", "message"),
     [
-        aiohttp.ClientConnectionError("connection refused"),
-        aiohttp.ServerDisconnectedError(),
-        aiohttp.ClientPayloadError("truncated"),
+        (
+            aiohttp.ClientConnectionError("connection refused"),
+            "request to api.example.test failed: ClientConnectionError",
+        ),
+        (
+            aiohttp.ServerDisconnectedError(),
+            "api.example.test closed the connection without answering",
+        ),
+        (
+            aiohttp.ClientPayloadError("truncated"),
+            "the answer from api.example.test was cut off or could not be decoded",
+        ),
+        (
+            aiohttp.ClientOSError(errno.ECONNRESET, "reset"),
+            f"connection to api.example.test failed: {os.strerror(errno.ECONNRESET)}",
+        ),
+        (
+            # aiohttp's own strerror names the URL, user info and all.
+            aiohttp.ClientOSError(
+                errno.EPIPE, "Can not write request body for https://u:pw@x/y"
+            ),
+            f"connection to api.example.test failed: {os.strerror(errno.EPIPE)}",
+        ),
+        (
+            aiohttp.ClientConnectorDNSError(
+                _KEY, socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            ),
+            "DNS lookup failed for api.example.test",
+        ),
+        (
+            aiohttp.ClientConnectorError(_KEY, ConnectionRefusedError(111, "x")),
+            "connection refused by api.example.test:443",
+        ),
+        (
+            aiohttp.ClientConnectorError(
+                _KEY, OSError(errno.ENETUNREACH, "unreachable")
+            ),
+            "could not connect to api.example.test:443: "
+            + os.strerror(errno.ENETUNREACH),
+        ),
+        (
+            aiohttp.ClientConnectorCertificateError(
+                _KEY, ssl.SSLCertVerificationError("self-signed")
+            ),
+            "TLS handshake with api.example.test:443 failed",
+        ),
     ],
-    ids=lambda exc: type(exc).__name__,
+    ids=lambda item: type(item).__name__ if isinstance(item, Exception) else "",
 )
 async def test_connection_errors_become_transport_error(
-    mocked: Any, transport: AiohttpTransport, exc: Exception
+    mocked: Any, transport: AiohttpTransport, exc: Exception, message: str
 ) -> None:
-    """aiohttp client errors are raised as TransportError, with the cause kept."""
+    """aiohttp client errors are raised as TransportError with a short message of
+    our own, and the aiohttp error is neither the cause nor the context."""
     mocked.post(URL_BATCH, exception=exc)
     with pytest.raises(TransportError) as info:
         await transport.send(Request("POST", URL_BATCH, HEADERS, BODY))
     assert type(info.value) is TransportError
     assert isinstance(info.value, TrackError)
-    assert info.value.__cause__ is exc
+    assert str(info.value) == message
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None
     assert info.value.status is None
 
 
 @pytest.mark.parametrize(
-    "exc",
-    [asyncio.TimeoutError(), aiohttp.ServerTimeoutError("read timed out")],
-    ids=lambda exc: type(exc).__name__,
+    ("exc", "message"),
+    [
+        (asyncio.TimeoutError(), "no answer from api.example.test within 5 s"),
+        (
+            aiohttp.ServerTimeoutError("read timed out"),
+            "api.example.test stopped answering (timed out)",
+        ),
+        (
+            aiohttp.ConnectionTimeoutError("connect"),
+            "no connection to api.example.test:443 within 1 s",
+        ),
+    ],
+    ids=lambda item: type(item).__name__ if isinstance(item, Exception) else "",
 )
 async def test_timeouts_become_request_timeout(
-    mocked: Any, transport: AiohttpTransport, exc: Exception
+    mocked: Any, transport: AiohttpTransport, exc: Exception, message: str
 ) -> None:
-    """Timeouts are raised as RequestTimeout (a TransportError), with the cause kept."""
+    """Timeouts are raised as RequestTimeout (a TransportError) saying which
+    wait ran out, without the aiohttp error attached."""
     mocked.post(URL_BATCH, exception=exc)
     with pytest.raises(RequestTimeout) as info:
         await transport.send(Request("POST", URL_BATCH, HEADERS, BODY))
     assert isinstance(info.value, TransportError)
     assert isinstance(info.value, TrackError)
-    assert info.value.__cause__ is exc
+    assert str(info.value) == message
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None
+
+
+async def test_timeout_message_uses_a_passed_in_session_timeout(
+    mocked: Any,
+) -> None:
+    """With a session passed in, the message names that session's timeout."""
+    mocked.post(URL_BATCH, exception=asyncio.TimeoutError())
+    timeout = aiohttp.ClientTimeout(total=2.5)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        transport = AiohttpTransport(timeout=30.0, session=session)
+        with pytest.raises(RequestTimeout) as info:
+            await transport.send(Request("POST", URL_BATCH, HEADERS, BODY))
+    assert str(info.value) == "no answer from api.example.test within 2.5 s"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout()) as session:
+        mocked.post(URL_BATCH, exception=asyncio.TimeoutError())
+        transport = AiohttpTransport(session=session)
+        with pytest.raises(RequestTimeout) as info:
+            await transport.send(Request("POST", URL_BATCH, HEADERS, BODY))
+    assert str(info.value) == "no answer from api.example.test in time"
 
 
 async def test_unmatched_url_is_a_transport_error(
     mocked: Any, transport: AiohttpTransport
 ) -> None:
-    """A refused connection (nothing listening) is a TransportError."""
+    """aioresponses refuses an unmatched URL with a bare ClientConnectionError:
+    a TransportError naming only the host and the error's type."""
     with pytest.raises(TransportError) as info:
         await transport.send(Request("POST", URL_BATCH, HEADERS, BODY))
-    assert isinstance(info.value.__cause__, aiohttp.ClientConnectionError)
+    assert (
+        str(info.value) == "request to api.example.test failed: ClientConnectionError"
+    )
+    assert info.value.__cause__ is None
 
 
 async def test_session_is_reused_and_closed_by_aclose(mocked: Any) -> None:

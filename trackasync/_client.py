@@ -21,7 +21,6 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-import msgspec
 
 from ._auth import PrivateKey, PublicToken
 from ._batcher import Batcher
@@ -30,7 +29,6 @@ from ._config import Limits, Retry, _positive, api_base
 from ._delivery import Delivery, Receipt
 from ._encoding import Codec
 from ._exceptions import (
-    APIError,
     ClientClosed,
     ClientStateError,
     ConfigError,
@@ -39,7 +37,7 @@ from ._exceptions import (
 from ._hooks import HookRunner, ResultHook
 from ._ledger import Ledger
 from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimiter
-from ._results import error_for, request_id
+from ._results import system_time_of
 from ._sender import MODES, Mode, Sender
 from ._stats import CloseReport, Counters, FlushResult, Stats
 from ._timestamps import now as _now, to_seconds
@@ -837,17 +835,7 @@ class Client:
         response = await self._transport.send(
             Request("GET", f"{self._base}/system/time", self._headers)
         )
-        if response.status != 200:
-            raise error_for(response)
-        try:
-            return float(msgspec.json.decode(response.body)["time"])
-        except (msgspec.DecodeError, ValueError, TypeError, KeyError):
-            raise APIError(
-                "unreadable system/time answer",
-                status=response.status,
-                request_id=request_id(response),
-                body=response.body,
-            ) from None
+        return system_time_of(response)
 
     def stats(self) -> Stats:
         """A snapshot of the client's counters; see ``Stats`` for the invariant."""

@@ -2,12 +2,20 @@
 
 The API answers in several shapes (``{"errors": [...]}``, ``{"message": ...}``,
 ``{"error": ...}``, nested ``{"errors": {"_global": [...]}}``, error objects, even
-plain text). Everything here is lenient: it never raises on a body it does not
-understand, it only extracts what it can.
+plain text). Reading error strings is lenient: it never raises on a body it does
+not understand, it only extracts what it can. Reading a *success* is strict: only
+an answer understood in full counts as one; anything else is "unknown", which
+the sender retries (an unreadable answer is no proof that the API stored the
+commands, and a resend is deduplicated if it did).
+
+What is kept from a body on an error is capped (``MAX_KEPT_BODY`` bytes,
+``MAX_ERRORS`` strings of at most ``MAX_TEXT`` characters): the API's error
+strings are short, and an error may live long in a ``DeliveryFailed``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -24,16 +32,44 @@ from ._exceptions import (
 from ._retry import parse_retry_after
 from ._transport import Response
 
-_MAX_TEXT = 500
+#: Characters kept of one error string.
+MAX_TEXT = 500
+#: Error strings kept from one body.
+MAX_ERRORS = 20
+#: Bytes of a body kept on an error (``APIError.body``).
+MAX_KEPT_BODY = 4096
+
+# system/time answers outside 2000-01-01 .. 2100-01-01 are nonsense, not a clock.
+_MIN_TIME = 946_684_800.0
+_MAX_TIME = 4_102_444_800.0
 
 
 class CommandResult(msgspec.Struct):
-    """One entry of a batch answer's ``results``."""
+    """One entry of a batch answer's ``results``.
 
-    success: bool = False
+    ``success`` is ``None`` when the entry could not be read (no ``success``, or
+    not a boolean): such an entry says nothing and counts as missing.
+    """
+
+    success: bool | None = None
     command_id: Any = None
     errors: Any = None
-    time: float | None = None
+    # Unused by the sender: an odd value must not make the entry unreadable.
+    time: Any = None
+
+
+#: Stands in for a result entry that could not be read at all.
+_UNREADABLE = CommandResult()
+
+
+class _SingleAnswer(msgspec.Struct):
+    """A single route's answer (also ``system/time``'s), any field any type."""
+
+    success: Any = None
+    errors: Any = None
+    message: Any = None
+    error: Any = None
+    time: Any = None
 
 
 class BatchAnswer(msgspec.Struct):
@@ -48,6 +84,7 @@ class BatchAnswer(msgspec.Struct):
 
 _decode_any = msgspec.json.Decoder().decode
 _decode_batch = msgspec.json.Decoder(BatchAnswer).decode
+_decode_single = msgspec.json.Decoder(_SingleAnswer).decode
 
 
 def request_id(response: Response) -> str | None:
@@ -56,30 +93,42 @@ def request_id(response: Response) -> str | None:
 
 
 def errors_of(data: Any) -> list[str]:
-    """Every error string in a decoded body, whatever its shape."""
+    """Every error string in a decoded body, whatever its shape (capped)."""
     out: list[str] = []
     if isinstance(data, dict):
         for key in ("errors", "error", "message", "_global", "description"):
             if key in data:
-                out.extend(_flatten(data[key]))
+                _collect(data[key], out, 0)
     else:
-        out.extend(_flatten(data))
+        _collect(data, out, 0)
     return out
 
 
-def _flatten(value: Any) -> list[str]:
-    if value is None or value is True or value is False:
-        return []
+def _collect(value: Any, out: list[str], depth: int) -> None:
+    # Bounded in count and depth: a hostile body must not cost more than a
+    # few kilobytes, nor blow the stack.
+    if len(out) >= MAX_ERRORS or depth > 16 or value is None:
+        return
+    if value is True or value is False:
+        return
     if isinstance(value, str):
-        return [value] if value else []
-    if isinstance(value, list):
-        return [text for item in value for text in _flatten(item)]
-    if isinstance(value, dict):
+        if value:
+            out.append(_cut(value))
+    elif isinstance(value, list):
+        for item in value:
+            _collect(item, out, depth + 1)
+    elif isinstance(value, dict):
         if "message" in value or "description" in value:
-            text = value.get("message") or value.get("description")
-            return _flatten(text)
-        return [text for item in value.values() for text in _flatten(item)]
-    return [str(value)]
+            _collect(value.get("message") or value.get("description"), out, depth + 1)
+        else:
+            for item in value.values():
+                _collect(item, out, depth + 1)
+    else:
+        out.append(_cut(str(value)))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 
 def body_errors(body: bytes) -> list[str]:
@@ -89,9 +138,14 @@ def body_errors(body: bytes) -> list[str]:
     try:
         data = _decode_any(body)
     except msgspec.DecodeError:
-        text = body[:_MAX_TEXT].decode("utf-8", "replace").strip()
+        text = body[:MAX_TEXT].decode("utf-8", "replace").strip()
         return [text] if text else []
     return errors_of(data)
+
+
+def _kept(body: bytes) -> bytes:
+    """What of a body an error keeps."""
+    return body if len(body) <= MAX_KEPT_BODY else body[:MAX_KEPT_BODY]
 
 
 def error_for(response: Response) -> RequestError:
@@ -108,7 +162,7 @@ def error_for(response: Response) -> RequestError:
             status=status,
             request_id=rid,
             errors=errors,
-            body=response.body,
+            body=_kept(response.body),
             retry_after=parse_retry_after(response.header("retry-after")),
         )
     if status in (401, 403):
@@ -120,28 +174,101 @@ def error_for(response: Response) -> RequestError:
     else:
         cls = BadRequest
     return cls(
-        message, status=status, request_id=rid, errors=errors, body=response.body
+        message, status=status, request_id=rid, errors=errors, body=_kept(response.body)
     )
 
 
-def single_accepted(response: Response) -> bool:
-    """Whether a 200 answer on a single route accepted the command.
+def refusal_error(response: Response) -> BadRequest:
+    """The error for a 2xx answer that says ``"success": false``: the API's
+    documented refusal, final."""
+    errors = body_errors(response.body)
+    detail = "; ".join(errors) if errors else "no error message"
+    return BadRequest(
+        f"HTTP {response.status}: {detail}",
+        status=response.status,
+        request_id=request_id(response),
+        errors=errors,
+        body=_kept(response.body),
+    )
 
-    Only an explicit ``"success": false`` counts as a refusal; the API answers
-    JSON, but a 200 without a readable body still means it was taken.
+
+def unknown_answer(response: Response, why: str) -> APIError:
+    """The error for a 2xx answer that says neither yes nor no: retried.
+
+    It is a plain ``APIError`` with the answer's status, so nothing treats it as
+    a refusal; the message quotes the start of the body to help find the proxy
+    or page that sent it.
     """
-    body = response.body
-    if b"false" not in body:  # fast path: {"success": true}
-        return True
+    snippet = " ".join(
+        response.body[:120].decode("utf-8", "replace").split()
+    )  # one line, however the page was laid out
+    detail = f"{why}: {snippet!r}" if snippet else f"{why}, empty body"
+    return APIError(
+        f"HTTP {response.status}: not an answer of the API ({detail})",
+        status=response.status,
+        request_id=request_id(response),
+        body=_kept(response.body),
+    )
+
+
+def read_single(response: Response) -> APIError | None:
+    """Read a 2xx answer of a single route (``/customers/events``, ``/customers``).
+
+    Three outcomes:
+
+    - ``None``: accepted, the body is a JSON object with ``"success": true``;
+    - a ``BadRequest``: refused, ``"success": false`` (with the API's errors): final;
+    - any other ``APIError``: unknown (an HTML page, an empty or cut body,
+      ``"success": "false"``, ``{"errors": [...]}`` without ``success``): retry.
+    """
+    if response.truncated:
+        return unknown_answer(response, "the answer was over the size cap")
     try:
-        data = _decode_any(body)
+        answer = _decode_single(response.body)
     except msgspec.DecodeError:
-        return True
-    return not (isinstance(data, dict) and data.get("success") is False)
+        return unknown_answer(response, "not a readable JSON object")
+    success = answer.success
+    if success is True:
+        return None
+    if success is False:
+        return refusal_error(response)
+    return unknown_answer(response, 'no boolean "success"')
+
+
+def system_time_of(response: Response) -> float:
+    """The API's clock from a ``system/time`` answer, in UNIX seconds.
+
+    Raises the typed error for an error status, ``BadRequest`` for
+    ``"success": false``, and ``APIError`` for any answer that is not
+    ``"success": true`` with a finite number of seconds between 2000 and 2100.
+    """
+    if response.status != 200:
+        raise error_for(response)
+    if response.truncated:
+        raise unknown_answer(response, "the answer was over the size cap")
+    try:
+        answer = _decode_single(response.body)
+    except msgspec.DecodeError:
+        raise unknown_answer(response, "not a readable JSON object") from None
+    if answer.success is False:
+        raise refusal_error(response)
+    if answer.success is not True:
+        raise unknown_answer(response, 'no boolean "success"')
+    seconds = answer.time
+    # bool is an int: "time": true must not read as 1.0.
+    if (
+        seconds.__class__ not in (int, float)
+        or not math.isfinite(seconds)
+        or not _MIN_TIME <= seconds <= _MAX_TIME
+    ):
+        raise unknown_answer(response, '"time" is not a plausible UNIX time')
+    return float(seconds)
 
 
 def batch_answer(response: Response) -> BatchAnswer | None:
-    """The batch answer, or ``None`` when the body is not one."""
+    """The batch answer, or ``None`` when the body is not one (or was cut)."""
+    if response.truncated:
+        return None
     try:
         return _decode_batch(response.body)
     except msgspec.DecodeError:
@@ -162,9 +289,8 @@ def batch_answer(response: Response) -> BatchAnswer | None:
             try:
                 results.append(msgspec.convert(item, CommandResult))
             except msgspec.ValidationError:
-                results.append(
-                    CommandResult(success=False, errors=["unreadable result"])
-                )
+                # Kept in place (positions matter) but unread: counts as missing.
+                results.append(_UNREADABLE)
     return BatchAnswer(
         success=data.get("success"),
         results=results,
@@ -185,10 +311,15 @@ def match_results(
     """Pair results with the ``count`` commands sent, by ``command_id`` first.
 
     Commands are sent with their position as ``command_id``; a result without an
-    id is paired by its own position. A command with no result gets ``None``.
+    id is paired by its own position. A command with no result gets ``None``, and
+    so does one whose result has no boolean ``success``: it is not understood, so
+    it is retried rather than taken for a refusal. Every result returned has
+    ``success`` True or False.
     """
     matched: list[CommandResult | None] = [None] * count
     for position, result in enumerate(results):
+        if result.success is None:
+            continue
         index = position
         command_id = result.command_id
         if position < count and command_id == _POSITION_IDS[position]:

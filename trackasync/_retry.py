@@ -35,7 +35,10 @@ def backoff(policy: Retry, attempt: int, rng: random.Random) -> float:
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or HTTP date.
 
-    Returns ``None`` for a missing or unreadable header, never a negative number.
+    Returns ``None`` for a missing or unreadable header, and for one that asks
+    for no wait by nonsense: a negative delay or a date not in the future. The
+    caller then uses its normal backoff: a broken header must not turn into
+    immediate retries. ``"0"`` is read as asked, 0 seconds.
     """
     if value is None:
         return None
@@ -52,6 +55,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         if when.tzinfo is None:  # "-0000": HTTP dates are GMT by definition
             when = when.replace(tzinfo=timezone.utc)
         seconds = when.timestamp() - (time.time() if now is None else now)
-    if math.isnan(seconds) or math.isinf(seconds):  # "nan", "inf": unreadable
+        if seconds <= 0.0:
+            return None
+    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0.0:
         return None
-    return max(0.0, seconds)
+    return seconds + 0.0  # "-0" reads as 0.0, not -0.0

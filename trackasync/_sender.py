@@ -23,12 +23,12 @@ from ._hooks import HookRunner
 from ._ratelimit import RateLimiter
 from ._results import (
     batch_answer,
-    body_errors,
     error_for,
     errors_of,
     match_results,
+    read_single,
+    refusal_error,
     request_id,
-    single_accepted,
 )
 from ._retry import backoff, is_retryable, parse_retry_after
 from ._stats import Counters
@@ -291,15 +291,19 @@ class Sender:
             return None
         rid = request_id(response)
         if single:
-            if single_accepted(response):
+            # None: accepted; BadRequest: refused (final); else unknown: retried.
+            outcome = read_single(response)
+            if outcome is None:
                 self._accept(commands, status, rid)
+            elif isinstance(outcome, BadRequest):
+                self._reject(commands, outcome)
             else:
-                self._reject(commands, error_for_refusal(response, status, rid))
+                return commands, outcome
             return None
         answer = batch_answer(response)
         if answer is None or answer.results is None:
             if answer is not None and answer.success is False:
-                self._reject(commands, error_for_refusal(response, status, rid))
+                self._reject(commands, refusal_error(response))
                 return None
             # No per-command results: nothing says the commands were taken.
             return commands, APIError(
@@ -353,16 +357,3 @@ class Sender:
                     error=error,
                 ),
             )
-
-
-def error_for_refusal(response: Response, status: int, rid: str | None) -> BadRequest:
-    """The error for a 200 answer whose body says ``"success": false``."""
-    errors = body_errors(response.body)
-    detail = "; ".join(errors) if errors else "no error message"
-    return BadRequest(
-        f"HTTP {status}: {detail}",
-        status=status,
-        request_id=rid,
-        errors=errors,
-        body=response.body,
-    )

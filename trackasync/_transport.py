@@ -4,40 +4,84 @@ A transport knows nothing of commands, batching or retries: it takes a
 ``Request`` and returns a ``Response`` for any HTTP answer, or raises
 ``TransportError``/``RequestTimeout`` when there is none. ``trackasync.testing``
 ships test doubles for it.
+
+Secrets: aiohttp's errors carry the request (headers included) in their
+``repr``, so none of them is ever formatted into a message, chained as a
+``__cause__`` or left as a ``__context__``. The error raised here is built from
+the error's type, the host and port, and the operating system's own text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
+from yarl import URL
 
 from ._exceptions import RequestTimeout, TransportError
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
+#: At most this much of a 2xx answer is read: a batch answer for 50 commands is
+#: a few kilobytes, so this leaves room for long error strings and no more.
+MAX_ANSWER_BYTES = 1 << 20
+#: At most this much of any other answer is read: only its error strings matter.
+MAX_ERROR_ANSWER_BYTES = 64 << 10
 
-@dataclass(frozen=True, slots=True)
+# Headers whose values are credentials, hidden from ``Request``'s repr.
+_SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie"))
+
+# aiohttp 3.10 added these; on older versions the checks below fall back to
+# the parent classes.
+_CONNECT_TIMEOUTS: tuple[type[BaseException], ...] = tuple(
+    cls
+    for cls in (getattr(aiohttp, "ConnectionTimeoutError", None),)
+    if cls is not None
+)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class Request:
-    """One HTTP request to the API. ``body`` is sent as is, never re-encoded."""
+    """One HTTP request to the API. ``body`` is sent as is, never re-encoded.
+
+    Its ``repr`` hides credential headers: error trackers record it as a local.
+    """
 
     method: str
     url: str
     headers: Mapping[str, str]
     body: bytes | None = None
 
+    def __repr__(self) -> str:
+        shown = {
+            name: "***" if name.lower() in _SECRET_HEADERS else value
+            for name, value in self.headers.items()
+        }
+        size = "None" if self.body is None else f"<{len(self.body)} bytes>"
+        return (
+            f"Request(method={self.method!r}, url={self.url!r}, "
+            f"headers={shown!r}, body={size})"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """One HTTP answer: status, headers and the raw body."""
+    """One HTTP answer: status, headers and the raw body.
+
+    ``truncated`` says the body was longer than the transport reads and was
+    cut: such an answer cannot be trusted to say what the API did.
+    """
 
     status: int
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
+    truncated: bool = False
 
     def header(self, name: str) -> str | None:
         """A header's value by case-insensitive name, or ``None``."""
@@ -69,7 +113,9 @@ class AiohttpTransport:
     ``timeout`` bounds a whole request, ``connect_timeout`` getting a connection;
     ``max_connections`` caps open sockets. The session is created on first use,
     inside the running event loop, unless one is passed in (then it is not
-    closed by ``aclose``).
+    closed by ``aclose``). Answers are read up to ``MAX_ANSWER_BYTES`` (2xx) or
+    ``MAX_ERROR_ANSWER_BYTES`` (other statuses); the rest is not read, the
+    connection is closed and the ``Response`` is marked ``truncated``.
     """
 
     def __init__(
@@ -100,7 +146,7 @@ class AiohttpTransport:
         return session
 
     async def send(self, request: Request) -> Response:
-        """Send ``request`` and read the whole answer."""
+        """Send ``request`` and read the answer, up to the size cap."""
         session = self._session or self._get_session()
         # The error mapping is inlined rather than a context manager: this runs
         # once per request, and a generator-based manager costs a few µs.
@@ -112,16 +158,112 @@ class AiohttpTransport:
                 headers=request.headers,
                 allow_redirects=False,
             ) as response:
-                return Response(
-                    response.status, await response.read(), response.headers
+                status = response.status
+                cap = (
+                    MAX_ANSWER_BYTES if 200 <= status < 300 else MAX_ERROR_ANSWER_BYTES
                 )
+                body, truncated = await _read_capped(response.content, cap)
+                if truncated:
+                    # Unread bytes must not be taken for the next answer.
+                    response.close()
+                return Response(status, body, response.headers, truncated)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise RequestTimeout(f"request timed out: {exc!r}") from exc
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"request failed: {exc!r}") from exc
+            # The session's own timeout: a session passed in has its own.
+            error: TransportError = _timeout_error(exc, request, session.timeout)
+        except (aiohttp.ClientError, OSError) as exc:
+            error = _transport_error(exc, request)
+        # Raised outside the handler on purpose: the aiohttp error, whose repr
+        # holds the request headers, must not ride along as __context__.
+        raise error
 
     async def aclose(self) -> None:
         """Close the session if this transport created it."""
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
+
+
+async def _read_capped(content: aiohttp.StreamReader, cap: int) -> tuple[bytes, bool]:
+    """Up to ``cap`` bytes of a body, and whether there was more."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        # One byte past the cap tells "exactly cap" apart from "more".
+        chunk = await content.read(cap + 1 - size)
+        if not chunk:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            return b"".join(chunks)[:cap], True
+
+
+def _host_port(url: str) -> tuple[str, str]:
+    """The host and port a URL names, and nothing else of it (no user info)."""
+    try:
+        parsed = URL(url)
+    except (TypeError, ValueError):
+        return "the API", "?"
+    host = parsed.host or "the API"
+    return host, "?" if parsed.port is None else str(parsed.port)
+
+
+def _os_text(error: BaseException | None) -> str:
+    """The operating system's description of an ``OSError``'s errno.
+
+    Not ``strerror``: aiohttp puts its own text there, URLs included.
+    """
+    number = getattr(error, "errno", None)
+    if isinstance(number, int) and number > 0:
+        return os.strerror(number)
+    return type(error).__name__ if error is not None else "unknown error"
+
+
+def _timeout_error(
+    exc: BaseException, request: Request, timeout: aiohttp.ClientTimeout
+) -> RequestTimeout:
+    """A short, secret-free ``RequestTimeout`` for an aiohttp timeout."""
+    host, port = _host_port(request.url)
+    if _CONNECT_TIMEOUTS and isinstance(exc, _CONNECT_TIMEOUTS):
+        return RequestTimeout(
+            f"no connection to {host}:{port}{_within(timeout.connect)}"
+        )
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        # A read timeout of a session passed in, or a connect timeout on
+        # aiohttp < 3.10: either way the server went quiet.
+        return RequestTimeout(f"{host} stopped answering (timed out)")
+    return RequestTimeout(f"no answer from {host}{_within(timeout.total)}")
+
+
+def _within(seconds: float | None) -> str:
+    return " in time" if seconds is None else f" within {seconds:g} s"
+
+
+def _transport_error(exc: BaseException, request: Request) -> TransportError:
+    """A short, secret-free ``TransportError`` for an aiohttp or socket error."""
+    host, port = _host_port(request.url)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        host, port = exc.host, str(exc.port)
+        os_error = getattr(exc, "os_error", None)
+        if isinstance(exc, aiohttp.ClientSSLError):
+            return TransportError(f"TLS handshake with {host}:{port} failed")
+        if isinstance(os_error, socket.gaierror):
+            return TransportError(f"DNS lookup failed for {host}")
+        if isinstance(os_error, ConnectionRefusedError):
+            return TransportError(f"connection refused by {host}:{port}")
+        return TransportError(
+            f"could not connect to {host}:{port}: {_os_text(os_error)}"
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return TransportError(f"{host} closed the connection without answering")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return TransportError(
+            f"the answer from {host} was cut off or could not be decoded"
+        )
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # aiohttp reports an answer it could not parse (a header line without
+        # a colon, a header over its size limit, a bad status line) this way.
+        return TransportError(f"{host} sent an answer that is not valid HTTP")
+    if isinstance(exc, OSError):
+        return TransportError(f"connection to {host} failed: {_os_text(exc)}")
+    return TransportError(f"request to {host} failed: {type(exc).__name__}")
