@@ -21,6 +21,7 @@ from ._exceptions import APIError, BadRequest, DeliveryFailed, RateLimited, Requ
 from ._ledger import Ledger
 from ._ratelimit import RateLimiter
 from ._results import (
+    batch_all_accepted,
     batch_answer,
     body_errors,
     error_for,
@@ -254,6 +255,10 @@ class Sender:
                 self._accept(commands, status, rid)
             else:
                 self._reject(commands, error_for_refusal(response, status, rid))
+            return None
+        if batch_all_accepted(response.body, len(commands)):
+            # The common answer, recognised by its text: settle all at once.
+            self._accept(commands, status, rid)
             return None
         answer = batch_answer(response)
         if answer is None or answer.results is None:
