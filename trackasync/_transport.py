@@ -15,6 +15,7 @@ from typing import Protocol
 
 import aiohttp
 
+from ._body import request_body
 from ._exceptions import RequestTimeout, TransportError
 
 DEFAULT_TIMEOUT = 30.0
@@ -108,7 +109,7 @@ class AiohttpTransport:
             async with session.request(
                 request.method,
                 request.url,
-                data=request.body,
+                data=request_body(request.body),
                 headers=request.headers,
                 allow_redirects=False,
             ) as response:
