@@ -23,6 +23,7 @@ import io
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -34,7 +35,16 @@ from typing import Any
 from _common import SNAPSHOT_ENV
 
 HERE = Path(__file__).resolve().parent
-NAMES = ("enqueue", "e2e", "breakdown", "memory", "slow_server", "rate_limit")
+NAMES = (
+    "enqueue",
+    "e2e",
+    "breakdown",
+    "memory",
+    "slow_server",
+    "rate_limit",
+    "latency",
+    "loop_lag",
+)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -186,6 +196,43 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
             )
             for r in rate["summary"].values()
         )
+    lat = reports.get("latency")
+    if lat:
+        s = lat["summary"]
+        for phase in ("floor_sequential", "sequential", "concurrent", "high_load"):
+            if phase not in s:
+                continue
+            r = s[phase]
+            extra = ""
+            if "commands_per_request" in r:
+                extra = f", {r['commands_per_request']:.2f} commands/request"
+            if "producer_events_per_s" in r:
+                extra += f", producer {r['producer_events_per_s']:,}/s"
+            rows.append(
+                (
+                    f"track_and_wait latency, {phase.replace('_', ' ')}",
+                    f"p50 {r['latency']['p50_ms']:.1f} ms, "
+                    f"p99 {r['latency']['p99_ms']:.1f} ms "
+                    f"({r['latency']['n']} calls){extra}",
+                    "p50 < 5 ms" if phase == "sequential" else "",
+                )
+            )
+    lag = reports.get("loop_lag")
+    if lag:
+        limit = lag["settings"]["step_limit_ms"]
+        for key, r in lag["summary"].items():
+            client = statistics.median(r["client_step_max_ms"])
+            rows.append(
+                (
+                    f"event loop, {key}",
+                    f"longest client step {client:.2f} ms CPU, producer's "
+                    f"{statistics.median(r['producer_step_max_ms']):.2f} ms; "
+                    f"1 ms ticker lag p99 "
+                    f"{statistics.median(r['lag_p99_ms']):.2f} ms, max "
+                    f"{statistics.median(r['lag_max_ms']):.2f} ms",
+                    f"≤ {limit:g} ms: {_yes(client <= limit)}" if key != "idle" else "",
+                )
+            )
     lines = ["| benchmark | median result | target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)
