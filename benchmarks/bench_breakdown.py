@@ -43,11 +43,14 @@ import aiohttp
 import msgspec
 from _common import (
     CLIENT_CPU,
+    EVENT_KINDS,
     TYPICAL_IDS,
     TYPICAL_PROPERTIES,
+    Pool,
     cpu_seconds,
     drain,
     emit,
+    event_pool,
     fake_server,
     header,
     median,
@@ -59,11 +62,13 @@ from _common import (
 from _reference import BATCH
 from bench_enqueue import NullTransport, _batch_answers
 
-from trackasync import AiohttpTransport, Client, PrivateKey, Request
+from trackasync import AiohttpTransport, Client, Limits, PrivateKey, Request
 
 
-async def _pipeline(events: int, producer: str) -> None:
-    pool = typical_pool()
+async def _pipeline(
+    events: int, producer: str, kind: str = "typical", batch: int = BATCH
+) -> None:
+    pool = event_pool(kind)
     client = Client(
         "http://127.0.0.1:9",
         "bench-project",
@@ -71,6 +76,7 @@ async def _pipeline(events: int, producer: str) -> None:
         transport=NullTransport(),
         rate_limit=None,
         max_in_flight=4,
+        limits=Limits(max_batch_commands=batch),
     )
     async with client:
         await produce(client, pool, events, awaited=producer == "await_track")
@@ -79,8 +85,8 @@ async def _pipeline(events: int, producer: str) -> None:
         raise RuntimeError(f"delivered {delivered} of {events}")
 
 
-async def _floor_no_http(events: int) -> None:
-    pool = typical_pool()
+async def _floor_no_http(events: int, kind: str = "typical") -> None:
+    pool: Pool = event_pool(kind)
     size = len(pool)
     encode = msgspec.json.Encoder().encode
     now = time.time
@@ -88,14 +94,14 @@ async def _floor_no_http(events: int) -> None:
     count = 0
     prefix = b'},{"name":"customers/events","command_id":"1","data":'
     for i in range(events):
-        ids, props = pool[i % size]
+        ids, props, stamp = pool[i % size]
         chunks.append(prefix)
         chunks.append(
             encode(
                 {
                     "customer_ids": ids,
                     "event_type": "purchase",
-                    "timestamp": now(),
+                    "timestamp": now() if stamp is None else stamp + i // size,
                     "properties": props,
                 }
             )
@@ -135,8 +141,8 @@ def _batch_body(pool: list) -> bytes:
     return b'{"commands":[' + b",".join(parts) + b"]}"
 
 
-async def _http(server: Any, requests: int, how: str) -> float:
-    """CPU seconds to post ``requests`` prebuilt bodies, 4 at a time."""
+async def _http(server: Any, requests: int, how: str, in_flight: int = 4) -> float:
+    """CPU seconds to post ``requests`` prebuilt bodies, ``in_flight`` at a time."""
     pool = typical_pool()
     auth = PrivateKey(server.key_id, server.secret).header
     url = f"{server.base_url}/track/v2/projects/{server.project_token}/batch"
@@ -150,7 +156,7 @@ async def _http(server: Any, requests: int, how: str) -> float:
     for r in range(requests):
         shifted = [(ids, {**props, "n": r}) for ids, props in pool[:BATCH]]
         bodies.append(_batch_body(shifted))
-    slots = asyncio.Semaphore(4)
+    slots = asyncio.Semaphore(in_flight)
     statuses: list[int] = []
     transport = AiohttpTransport()
     session = aiohttp.ClientSession()
@@ -185,6 +191,11 @@ def _pieces() -> dict[str, float]:
     from trackasync._delivery import Accepted, Delivery
     from trackasync._ledger import Ledger
     from trackasync._results import batch_answer, match_results
+
+    try:  # the all-success recogniser, where the library has one
+        from trackasync._results import batch_all_accepted
+    except ImportError:
+        batch_all_accepted = None
     from trackasync._sender import batch_body
     from trackasync._stats import Counters
 
@@ -213,12 +224,64 @@ def _pieces() -> dict[str, float]:
         "match_results(50)": lambda: match_results(results, BATCH),
         "ledger.accepted(50)": accept_fresh,
     }
+    if batch_all_accepted is not None:
+        body_of_answer = answer.body
+        if not batch_all_accepted(body_of_answer, BATCH):
+            raise RuntimeError("the canned answer was not recognised as all-success")
+        cases["batch_all_accepted(50)"] = lambda: batch_all_accepted(
+            body_of_answer, BATCH
+        )
     out = {}
     for name, fn in cases.items():
         number = 300
         best = min(timeit.repeat(fn, number=number, repeat=5))
         out[name] = round(best / number * 1e6, 2)
     return out
+
+
+def _handoffs(requests: int = 20_000) -> dict[str, float]:
+    """The event-loop hand-offs of one request, timed alone (µs per request).
+
+    The same asyncio primitives the batcher and its workers use per request, in
+    the same pattern, with no work in between: the producer's wake-up event, an
+    in-flight semaphore of 4, the job queue to a pool of 4 workers, and the
+    return of the slot. CPU time per request, best of 5.
+    """
+
+    async def cycle() -> float:
+        wake = asyncio.Event()
+        slots = asyncio.Semaphore(4)
+        jobs: asyncio.Queue[int | None] = asyncio.Queue()
+
+        async def worker() -> None:
+            while True:
+                job = await jobs.get()
+                if job is None:
+                    return
+                slots.release()
+
+        async def producer() -> None:
+            for _ in range(requests):
+                wake.set()
+                await asyncio.sleep(0)  # the producer yields, as produce() does
+
+        workers = [asyncio.create_task(worker()) for _ in range(4)]
+        feeding = asyncio.create_task(producer())
+        start = cpu_seconds()
+        for job in range(requests):
+            wake.clear()
+            if not wake.is_set() and not feeding.done():
+                await wake.wait()
+            await slots.acquire()
+            jobs.put_nowait(job)
+        used = cpu_seconds() - start
+        for _ in workers:
+            jobs.put_nowait(None)
+        await asyncio.gather(*workers, feeding)
+        return used / requests
+
+    best = min(asyncio.run(cycle()) for _ in range(5))
+    return {"wake + slot + job queue + worker, per request": round(best * 1e6, 2)}
 
 
 def _event_pieces() -> dict[str, float]:
@@ -275,14 +338,13 @@ def _event_pieces() -> dict[str, float]:
     return out
 
 
+SLOPE_BATCH = 10
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     pinned = pin(CLIENT_CPU)
     n = args.events
-    figures: dict[str, list[float]] = {
-        "pipeline_null_transport/await_track": [],
-        "pipeline_null_transport/track_nowait": [],
-        "floor_no_http": [],
-    }
+    figures: dict[str, list[float]] = {}
     profile_text = None
     for round_no in range(args.rounds):
         if round_no == 0 and args.cprofile:
@@ -294,19 +356,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stats = pstats.Stats(profiler, stream=stream)
             stats.sort_stats("tottime").print_stats(args.cprofile)
             profile_text = stream.getvalue()
-        figures["pipeline_null_transport/await_track"].append(
-            _cpu_per_event(lambda: _pipeline(n, "await_track"), n)
+        for kind in args.event_kinds:
+            suffix = "" if kind == "typical" else f"/{kind}"
+            for producer in ("await_track", "track_nowait"):
+                figures.setdefault(
+                    f"pipeline_null_transport/{producer}{suffix}", []
+                ).append(
+                    _cpu_per_event(
+                        lambda p=producer, k=kind: _pipeline(n, p, k),
+                        n,  # type: ignore[misc]
+                    )
+                )
+            figures.setdefault(f"floor_no_http{suffix}", []).append(
+                _cpu_per_event(lambda k=kind: _floor_no_http(n, k), n)  # type: ignore[misc]
+            )
+        # The same pipeline cutting requests of 10: the per-request cost is the
+        # slope between the two, measured rather than found by difference.
+        figures.setdefault(f"pipeline_null_transport/batch_{SLOPE_BATCH}", []).append(
+            _cpu_per_event(
+                lambda: _pipeline(n, "track_nowait", "typical", SLOPE_BATCH), n
+            )
         )
-        figures["pipeline_null_transport/track_nowait"].append(
-            _cpu_per_event(lambda: _pipeline(n, "track_nowait"), n)
-        )
-        figures["floor_no_http"].append(_cpu_per_event(lambda: _floor_no_http(n), n))
-    http: dict[str, list[float]] = {"trackasync_transport": [], "bare_session": []}
+    http: dict[str, list[float]] = {}
     with fake_server() as server:
         for _ in range(args.rounds):
-            for how in http:
-                server.reset()
-                http[how].append(asyncio.run(_http(server, args.requests, how)))
+            for in_flight in (1, 4):
+                for how in ("trackasync_transport", "bare_session"):
+                    server.reset()
+                    http.setdefault(f"{how}/in_flight_{in_flight}", []).append(
+                        asyncio.run(_http(server, args.requests, how, in_flight))
+                    )
     summary: dict[str, Any] = {
         name: {"cpu_us_per_event": spread(values, 1e6, 2)}
         for name, values in figures.items()
@@ -316,16 +395,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cpu_us_per_request": spread([v / args.requests for v in values], 1e6, 1),
             "cpu_us_per_event": round(median(values) / args.requests / BATCH * 1e6, 2),
         }
+    full = median(figures["pipeline_null_transport/track_nowait"])
+    small = median(figures[f"pipeline_null_transport/batch_{SLOPE_BATCH}"])
+    per_request = (small - full) / (1 / SLOPE_BATCH - 1 / BATCH)
+    summary["per_request_from_slope"] = {
+        "what": "the null-transport pipeline (track_nowait) per event with requests "
+        f"of {BATCH} and of {SLOPE_BATCH}: per-request cost = difference / "
+        f"(1/{SLOPE_BATCH} - 1/{BATCH}); per-event cost = the rest",
+        "cpu_us_per_request": round(per_request * 1e6, 1),
+        "cpu_us_per_event_excluding_requests": round(
+            (full - per_request / BATCH) * 1e6, 2
+        ),
+    }
     report: dict[str, Any] = {
         "settings": {
             "events": n,
+            "event_kinds": args.event_kinds,
             "http_requests": args.requests,
             "rounds": args.rounds,
             "pinned_to_cpu": pinned,
         },
         "summary": summary,
         "per_event_pieces_us": _event_pieces(),
-        "per_request_pieces_us": _pieces(),
+        "per_request_pieces_us": {**_pieces(), **_handoffs()},
     }
     if profile_text is not None:
         report["cprofile_top"] = profile_text.splitlines()
@@ -339,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cprofile", type=int, default=0, metavar="N")
+    parser.add_argument(
+        "--event-kinds", nargs="+", choices=EVENT_KINDS, default=list(EVENT_KINDS)
+    )
     parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args(argv)
     if args.quick:
