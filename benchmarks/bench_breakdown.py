@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import io
 import pstats
 import sys
 import time
 import timeit
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -113,6 +115,22 @@ async def _floor_no_http(events: int, kind: str = "typical") -> None:
             chunks = []
             count = 0
             await asyncio.sleep(0)
+
+
+@contextlib.contextmanager
+def _full_parse_only() -> Iterator[bool]:
+    """Switch the sender's all-success recogniser off; yields False if it has none."""
+    import trackasync._sender as sender
+
+    original = getattr(sender, "batch_all_accepted", None)
+    if original is None:
+        yield False
+        return
+    sender.batch_all_accepted = lambda body, count: False  # type: ignore[attr-defined]
+    try:
+        yield True
+    finally:
+        sender.batch_all_accepted = original  # type: ignore[attr-defined]
 
 
 def _cpu_per_event(run: Any, events: int) -> float:
@@ -341,6 +359,70 @@ def _event_pieces() -> dict[str, float]:
 SLOPE_BATCH = 10
 
 
+def _per_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline's own CPU per request, measured as a slope.
+
+    The null-transport pipeline (``track_nowait`` producer, typical events) with
+    requests of 50 and of 10 commands: per event it costs ``a + b / size``, so
+    the per-request cost ``b`` is the difference over ``1/10 - 1/50``. The same
+    pair again with the all-success recogniser switched off (every answer
+    decoded and matched in full) gives its gain. The four runs of a round are
+    back to back, their order rotating; slopes are taken per round and the
+    median reported, since a difference of two noisy figures is noisier still.
+    """
+    n = args.slope_events
+    cases = [(BATCH, False), (SLOPE_BATCH, False), (BATCH, True), (SLOPE_BATCH, True)]
+    with _full_parse_only() as can_switch:
+        pass
+    if not can_switch:
+        cases = cases[:2]
+    per_round: dict[str, list[float]] = {"recognised": [], "full_parse": []}
+    gain_at_50: list[float] = []
+    for round_no in range(args.slope_rounds):
+        shift = round_no % len(cases)
+        measured: dict[tuple[int, bool], float] = {}
+        for batch, full in cases[shift:] + cases[:shift]:
+            if full:
+                with _full_parse_only():
+                    measured[batch, full] = _cpu_per_event(
+                        lambda b=batch: _pipeline(n, "track_nowait", "typical", b),  # type: ignore[misc]
+                        n,
+                    )
+            else:
+                measured[batch, full] = _cpu_per_event(
+                    lambda b=batch: _pipeline(n, "track_nowait", "typical", b),  # type: ignore[misc]
+                    n,
+                )
+        scale = 1 / (1 / SLOPE_BATCH - 1 / BATCH)
+        per_round["recognised"].append(
+            (measured[SLOPE_BATCH, False] - measured[BATCH, False]) * scale
+        )
+        if can_switch:
+            per_round["full_parse"].append(
+                (measured[SLOPE_BATCH, True] - measured[BATCH, True]) * scale
+            )
+            gain_at_50.append((measured[BATCH, True] - measured[BATCH, False]) * BATCH)
+    out: dict[str, Any] = {
+        "per_request_from_slope": {
+            "what": f"null-transport pipeline, requests of {BATCH} vs {SLOPE_BATCH}: "
+            "CPU per request (median of per-round slopes)",
+            "events": n,
+            "cpu_us_per_request": spread(per_round["recognised"], 1e6, 1),
+        }
+    }
+    if can_switch:
+        out["per_request_from_slope/full_parse"] = {
+            "what": "the same with every batch answer decoded and matched in full",
+            "cpu_us_per_request": spread(per_round["full_parse"], 1e6, 1),
+        }
+        out["all_success_recogniser_gain"] = {
+            "what": "CPU per request of 50 saved by the recogniser: the pipeline "
+            "with requests of 50, full parse minus recognised, paired per round",
+            "cpu_us_per_request": spread(gain_at_50, 1e6, 1),
+        }
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     pinned = pin(CLIENT_CPU)
     n = args.events
@@ -370,13 +452,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             figures.setdefault(f"floor_no_http{suffix}", []).append(
                 _cpu_per_event(lambda k=kind: _floor_no_http(n, k), n)  # type: ignore[misc]
             )
-        # The same pipeline cutting requests of 10: the per-request cost is the
-        # slope between the two, measured rather than found by difference.
-        figures.setdefault(f"pipeline_null_transport/batch_{SLOPE_BATCH}", []).append(
-            _cpu_per_event(
-                lambda: _pipeline(n, "track_nowait", "typical", SLOPE_BATCH), n
-            )
-        )
     http: dict[str, list[float]] = {}
     with fake_server() as server:
         for _ in range(args.rounds):
@@ -395,18 +470,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cpu_us_per_request": spread([v / args.requests for v in values], 1e6, 1),
             "cpu_us_per_event": round(median(values) / args.requests / BATCH * 1e6, 2),
         }
-    full = median(figures["pipeline_null_transport/track_nowait"])
-    small = median(figures[f"pipeline_null_transport/batch_{SLOPE_BATCH}"])
-    per_request = (small - full) / (1 / SLOPE_BATCH - 1 / BATCH)
-    summary["per_request_from_slope"] = {
-        "what": "the null-transport pipeline (track_nowait) per event with requests "
-        f"of {BATCH} and of {SLOPE_BATCH}: per-request cost = difference / "
-        f"(1/{SLOPE_BATCH} - 1/{BATCH}); per-event cost = the rest",
-        "cpu_us_per_request": round(per_request * 1e6, 1),
-        "cpu_us_per_event_excluding_requests": round(
-            (full - per_request / BATCH) * 1e6, 2
-        ),
-    }
+    summary.update(_per_request(args))
     report: dict[str, Any] = {
         "settings": {
             "events": n,
@@ -431,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cprofile", type=int, default=0, metavar="N")
+    parser.add_argument("--slope-events", type=int, default=50_000)
+    parser.add_argument("--slope-rounds", type=int, default=9)
     parser.add_argument(
         "--event-kinds", nargs="+", choices=EVENT_KINDS, default=list(EVENT_KINDS)
     )
@@ -438,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.requests, args.rounds = 10_000, 200, 1
+        args.slope_events, args.slope_rounds = 5_000, 1
     report = header()
     report.update(run(args))
     emit(report, args.out)

@@ -127,30 +127,59 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
     brk = reports.get("breakdown")
     if brk:
         s = brk["summary"]
-        rows.append(
-            (
-                "breakdown: CPU per event without HTTP",
-                "trackasync pipeline (null transport) "
-                f"{_median(s['pipeline_null_transport/await_track']['cpu_us_per_event']):.2f} µs "
-                "with await track, "
-                f"{_median(s['pipeline_null_transport/track_nowait']['cpu_us_per_event']):.2f} µs "
-                "with track_nowait; floor "
-                f"{_median(s['floor_no_http']['cpu_us_per_event']):.2f} µs",
-                "",
+        for suffix in ("", "/realistic"):
+            if f"floor_no_http{suffix}" not in s:
+                continue
+            kind = "realistic" if suffix else "typical"
+            wait = s[f"pipeline_null_transport/await_track{suffix}"]
+            nowait = s[f"pipeline_null_transport/track_nowait{suffix}"]
+            rows.append(
+                (
+                    f"breakdown: CPU per {kind} event without HTTP",
+                    "trackasync pipeline (null transport) "
+                    f"{_median(wait['cpu_us_per_event']):.2f} µs with await track, "
+                    f"{_median(nowait['cpu_us_per_event']):.2f} µs with "
+                    "track_nowait; floor "
+                    f"{_median(s[f'floor_no_http{suffix}']['cpu_us_per_event']):.2f} µs",
+                    "",
+                )
             )
-        )
-        t = s["http_only/trackasync_transport"]
-        b = s["http_only/bare_session"]
-        rows.append(
-            (
-                "breakdown: HTTP only, per request of 50",
-                f"trackasync transport {_median(t['cpu_us_per_request']):.0f} µs "
-                f"({t['cpu_us_per_event']:.2f} µs/event), bare aiohttp session "
-                f"{_median(b['cpu_us_per_request']):.0f} µs "
-                f"({b['cpu_us_per_event']:.2f} µs/event)",
-                "",
+        if "per_request_from_slope" in s:
+
+            def _us(entry: Any) -> float:
+                return entry if isinstance(entry, (int, float)) else entry["median"]
+
+            slope = _us(s["per_request_from_slope"]["cpu_us_per_request"])
+            text = f"{slope:.0f} µs"
+            if "per_request_from_slope/full_parse" in s:
+                full = _us(s["per_request_from_slope/full_parse"]["cpu_us_per_request"])
+                text += f"; with every answer parsed in full {full:.0f} µs"
+            if "all_success_recogniser_gain" in s:
+                gain = _us(s["all_success_recogniser_gain"]["cpu_us_per_request"])
+                text += f"; recogniser's gain, paired: {gain:.0f} µs"
+            rows.append(
+                ("breakdown: pipeline's own CPU per request of 50 (slope)", text, "")
             )
-        )
+        for in_flight in (1, 4):
+            key = f"http_only/trackasync_transport/in_flight_{in_flight}"
+            old = "http_only/trackasync_transport"
+            if key not in s and (in_flight != 4 or old not in s):
+                continue
+            t = s.get(key) or s[old]
+            b = (
+                s.get(f"http_only/bare_session/in_flight_{in_flight}")
+                or s["http_only/bare_session"]
+            )
+            rows.append(
+                (
+                    f"breakdown: HTTP only, per request of 50, {in_flight} in flight",
+                    f"trackasync transport {_median(t['cpu_us_per_request']):.0f} µs "
+                    f"({t['cpu_us_per_event']:.2f} µs/event), bare aiohttp session "
+                    f"{_median(b['cpu_us_per_request']):.0f} µs "
+                    f"({b['cpu_us_per_event']:.2f} µs/event)",
+                    "",
+                )
+            )
     mem = reports.get("memory")
     if mem:
         s = mem["summary"]
@@ -164,6 +193,23 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
                 f"memory, {mem['settings']['events']:,} queued events",
                 ", ".join(parts),
                 f"≤ 1 KB: {_yes(mem['target']['met'])}",
+            )
+        )
+    if mem and "bursts" in mem:
+        bs = mem["bursts"]
+        parts = [
+            f"{mode.removeprefix('bursts_')}: "
+            f"{_median(r['rss_mib_per_burst']):+.2f} MiB RSS, "
+            f"{_median(r['allocated_blocks_per_burst']):+.0f} blocks, "
+            f"{_median(r['gc_objects_per_burst']):+.0f} objects"
+            for mode, r in bs["summary"].items()
+        ]
+        rows.append(
+            (
+                f"memory after each burst of {bs['settings']['events_per_burst']:,} "
+                "events (flushed, collected, trimmed), per burst after the first",
+                "; ".join(parts),
+                "",
             )
         )
     slow = reports.get("slow_server")
