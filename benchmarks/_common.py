@@ -123,6 +123,32 @@ def realistic_pool(
     return pool
 
 
+#: The event kinds the end-to-end, breakdown and memory scripts take.
+EVENT_KINDS = ("typical", "realistic")
+
+#: A pool of events: (customer_ids, properties, timestamp or None for "now").
+Pool = list[tuple[dict[str, str], dict[str, Any], float | None]]
+
+
+def event_pool(kind: str, n: int = 1000) -> Pool:
+    """``n`` distinct events of ``kind`` ("typical" or "realistic")."""
+    if kind == "typical":
+        return [(ids, props, None) for ids, props in typical_pool(n)]
+    if kind == "realistic":
+        return [(ids, props, stamp) for ids, props, stamp in realistic_pool(n)]
+    raise ValueError(f"unknown event kind {kind!r}")
+
+
+def stamp_of(pool_stamp: float | None, index: int, size: int) -> float | None:
+    """The timestamp of the ``index``-th event drawn from a pool of ``size``.
+
+    An explicit timestamp moves on by one second each time the pool comes round,
+    so that no two events of a run are the same event to the server's (and the
+    API's) deduplication.
+    """
+    return None if pool_stamp is None else pool_stamp + index // size
+
+
 # -- machine facts and the report ----------------------------------------------------
 
 
@@ -292,18 +318,19 @@ async def drain(client: Any, timeout: float = 30.0, poll: float = 0.001) -> Any:
 
 async def produce(
     client: Any,
-    pool: Sequence[tuple[dict[str, str], dict[str, Any]]],
+    pool: Pool,
     events: int,
     *,
     awaited: bool,
 ) -> None:
-    """Feed ``events`` typical events from ``pool`` to ``client``, as a
-    high-throughput producer would, in one of the two ways measured.
+    """Feed ``events`` events from ``pool`` (from ``event_pool``) to ``client``,
+    as a high-throughput producer would, in one of the two ways measured.
 
     ``awaited``: ``await client.track(...)`` for each event, which returns at
     once while the queue has room and waits when it is full. Otherwise
     ``track_nowait(...)``, yielding to the loop every 100 events, and waiting
-    for room with ``await track(...)`` only when the queue is full.
+    for room with ``await track(...)`` only when the queue is full. Events with
+    a pool timestamp pass it (see ``stamp_of``); the others take the default.
     """
     import asyncio
 
@@ -311,18 +338,27 @@ async def produce(
 
     size = len(pool)
     track = client.track
+    explicit = pool[0][2] is not None
+    if awaited and not explicit:
+        for i in range(events):
+            ids, props, _ = pool[i % size]
+            await track(ids, TYPICAL_TYPE, props)
+        return
     if awaited:
         for i in range(events):
-            ids, props = pool[i % size]
-            await track(ids, TYPICAL_TYPE, props)
+            ids, props, stamp = pool[i % size]
+            await track(ids, TYPICAL_TYPE, props, timestamp=stamp + i // size)
         return
     track_nowait = client.track_nowait
     for i in range(events):
-        ids, props = pool[i % size]
+        ids, props, stamp = pool[i % size]
         try:
-            track_nowait(ids, TYPICAL_TYPE, props)
+            if explicit:
+                track_nowait(ids, TYPICAL_TYPE, props, timestamp=stamp + i // size)
+            else:
+                track_nowait(ids, TYPICAL_TYPE, props)
         except QueueFull:
-            await track(ids, TYPICAL_TYPE, props)
+            await track(ids, TYPICAL_TYPE, props, timestamp=stamp_of(stamp, i, size))
         if i % 100 == 99:
             await asyncio.sleep(0)
 

@@ -31,23 +31,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import io
 import pstats
 import sys
 import time
 import timeit
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import msgspec
 from _common import (
     CLIENT_CPU,
+    EVENT_KINDS,
     TYPICAL_IDS,
     TYPICAL_PROPERTIES,
+    Pool,
     cpu_seconds,
     drain,
     emit,
+    event_pool,
     fake_server,
     header,
     median,
@@ -59,11 +64,13 @@ from _common import (
 from _reference import BATCH
 from bench_enqueue import NullTransport, _batch_answers
 
-from trackasync import AiohttpTransport, Client, PrivateKey, Request
+from trackasync import AiohttpTransport, Client, Limits, PrivateKey, Request
 
 
-async def _pipeline(events: int, producer: str) -> None:
-    pool = typical_pool()
+async def _pipeline(
+    events: int, producer: str, kind: str = "typical", batch: int = BATCH
+) -> None:
+    pool = event_pool(kind)
     client = Client(
         "http://127.0.0.1:9",
         "bench-project",
@@ -71,6 +78,7 @@ async def _pipeline(events: int, producer: str) -> None:
         transport=NullTransport(),
         rate_limit=None,
         max_in_flight=4,
+        limits=Limits(max_batch_commands=batch),
     )
     async with client:
         await produce(client, pool, events, awaited=producer == "await_track")
@@ -79,8 +87,8 @@ async def _pipeline(events: int, producer: str) -> None:
         raise RuntimeError(f"delivered {delivered} of {events}")
 
 
-async def _floor_no_http(events: int) -> None:
-    pool = typical_pool()
+async def _floor_no_http(events: int, kind: str = "typical") -> None:
+    pool: Pool = event_pool(kind)
     size = len(pool)
     encode = msgspec.json.Encoder().encode
     now = time.time
@@ -88,14 +96,14 @@ async def _floor_no_http(events: int) -> None:
     count = 0
     prefix = b'},{"name":"customers/events","command_id":"1","data":'
     for i in range(events):
-        ids, props = pool[i % size]
+        ids, props, stamp = pool[i % size]
         chunks.append(prefix)
         chunks.append(
             encode(
                 {
                     "customer_ids": ids,
                     "event_type": "purchase",
-                    "timestamp": now(),
+                    "timestamp": now() if stamp is None else stamp + i // size,
                     "properties": props,
                 }
             )
@@ -107,6 +115,22 @@ async def _floor_no_http(events: int) -> None:
             chunks = []
             count = 0
             await asyncio.sleep(0)
+
+
+@contextlib.contextmanager
+def _full_parse_only() -> Iterator[bool]:
+    """Switch the sender's all-success recogniser off; yields False if it has none."""
+    import trackasync._sender as sender
+
+    original = getattr(sender, "batch_all_accepted", None)
+    if original is None:
+        yield False
+        return
+    sender.batch_all_accepted = lambda body, count: False  # type: ignore[attr-defined]
+    try:
+        yield True
+    finally:
+        sender.batch_all_accepted = original  # type: ignore[attr-defined]
 
 
 def _cpu_per_event(run: Any, events: int) -> float:
@@ -135,8 +159,8 @@ def _batch_body(pool: list) -> bytes:
     return b'{"commands":[' + b",".join(parts) + b"]}"
 
 
-async def _http(server: Any, requests: int, how: str) -> float:
-    """CPU seconds to post ``requests`` prebuilt bodies, 4 at a time."""
+async def _http(server: Any, requests: int, how: str, in_flight: int = 4) -> float:
+    """CPU seconds to post ``requests`` prebuilt bodies, ``in_flight`` at a time."""
     pool = typical_pool()
     auth = PrivateKey(server.key_id, server.secret).header
     url = f"{server.base_url}/track/v2/projects/{server.project_token}/batch"
@@ -150,7 +174,7 @@ async def _http(server: Any, requests: int, how: str) -> float:
     for r in range(requests):
         shifted = [(ids, {**props, "n": r}) for ids, props in pool[:BATCH]]
         bodies.append(_batch_body(shifted))
-    slots = asyncio.Semaphore(4)
+    slots = asyncio.Semaphore(in_flight)
     statuses: list[int] = []
     transport = AiohttpTransport()
     session = aiohttp.ClientSession()
@@ -185,6 +209,11 @@ def _pieces() -> dict[str, float]:
     from trackasync._delivery import Accepted, Delivery
     from trackasync._ledger import Ledger
     from trackasync._results import batch_answer, match_results
+
+    try:  # the all-success recogniser, where the library has one
+        from trackasync._results import batch_all_accepted
+    except ImportError:
+        batch_all_accepted = None
     from trackasync._sender import batch_body
     from trackasync._stats import Counters
 
@@ -213,12 +242,64 @@ def _pieces() -> dict[str, float]:
         "match_results(50)": lambda: match_results(results, BATCH),
         "ledger.accepted(50)": accept_fresh,
     }
+    if batch_all_accepted is not None:
+        body_of_answer = answer.body
+        if not batch_all_accepted(body_of_answer, BATCH):
+            raise RuntimeError("the canned answer was not recognised as all-success")
+        cases["batch_all_accepted(50)"] = lambda: batch_all_accepted(
+            body_of_answer, BATCH
+        )
     out = {}
     for name, fn in cases.items():
         number = 300
         best = min(timeit.repeat(fn, number=number, repeat=5))
         out[name] = round(best / number * 1e6, 2)
     return out
+
+
+def _handoffs(requests: int = 20_000) -> dict[str, float]:
+    """The event-loop hand-offs of one request, timed alone (µs per request).
+
+    The same asyncio primitives the batcher and its workers use per request, in
+    the same pattern, with no work in between: the producer's wake-up event, an
+    in-flight semaphore of 4, the job queue to a pool of 4 workers, and the
+    return of the slot. CPU time per request, best of 5.
+    """
+
+    async def cycle() -> float:
+        wake = asyncio.Event()
+        slots = asyncio.Semaphore(4)
+        jobs: asyncio.Queue[int | None] = asyncio.Queue()
+
+        async def worker() -> None:
+            while True:
+                job = await jobs.get()
+                if job is None:
+                    return
+                slots.release()
+
+        async def producer() -> None:
+            for _ in range(requests):
+                wake.set()
+                await asyncio.sleep(0)  # the producer yields, as produce() does
+
+        workers = [asyncio.create_task(worker()) for _ in range(4)]
+        feeding = asyncio.create_task(producer())
+        start = cpu_seconds()
+        for job in range(requests):
+            wake.clear()
+            if not wake.is_set() and not feeding.done():
+                await wake.wait()
+            await slots.acquire()
+            jobs.put_nowait(job)
+        used = cpu_seconds() - start
+        for _ in workers:
+            jobs.put_nowait(None)
+        await asyncio.gather(*workers, feeding)
+        return used / requests
+
+    best = min(asyncio.run(cycle()) for _ in range(5))
+    return {"wake + slot + job queue + worker, per request": round(best * 1e6, 2)}
 
 
 def _event_pieces() -> dict[str, float]:
@@ -275,14 +356,77 @@ def _event_pieces() -> dict[str, float]:
     return out
 
 
+SLOPE_BATCH = 10
+
+
+def _per_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline's own CPU per request, measured as a slope.
+
+    The null-transport pipeline (``track_nowait`` producer, typical events) with
+    requests of 50 and of 10 commands: per event it costs ``a + b / size``, so
+    the per-request cost ``b`` is the difference over ``1/10 - 1/50``. The same
+    pair again with the all-success recogniser switched off (every answer
+    decoded and matched in full) gives its gain. The four runs of a round are
+    back to back, their order rotating; slopes are taken per round and the
+    median reported, since a difference of two noisy figures is noisier still.
+    """
+    n = args.slope_events
+    cases = [(BATCH, False), (SLOPE_BATCH, False), (BATCH, True), (SLOPE_BATCH, True)]
+    with _full_parse_only() as can_switch:
+        pass
+    if not can_switch:
+        cases = cases[:2]
+    per_round: dict[str, list[float]] = {"recognised": [], "full_parse": []}
+    gain_at_50: list[float] = []
+    for round_no in range(args.slope_rounds):
+        shift = round_no % len(cases)
+        measured: dict[tuple[int, bool], float] = {}
+        for batch, full in cases[shift:] + cases[:shift]:
+            if full:
+                with _full_parse_only():
+                    measured[batch, full] = _cpu_per_event(
+                        lambda b=batch: _pipeline(n, "track_nowait", "typical", b),  # type: ignore[misc]
+                        n,
+                    )
+            else:
+                measured[batch, full] = _cpu_per_event(
+                    lambda b=batch: _pipeline(n, "track_nowait", "typical", b),  # type: ignore[misc]
+                    n,
+                )
+        scale = 1 / (1 / SLOPE_BATCH - 1 / BATCH)
+        per_round["recognised"].append(
+            (measured[SLOPE_BATCH, False] - measured[BATCH, False]) * scale
+        )
+        if can_switch:
+            per_round["full_parse"].append(
+                (measured[SLOPE_BATCH, True] - measured[BATCH, True]) * scale
+            )
+            gain_at_50.append((measured[BATCH, True] - measured[BATCH, False]) * BATCH)
+    out: dict[str, Any] = {
+        "per_request_from_slope": {
+            "what": f"null-transport pipeline, requests of {BATCH} vs {SLOPE_BATCH}: "
+            "CPU per request (median of per-round slopes)",
+            "events": n,
+            "cpu_us_per_request": spread(per_round["recognised"], 1e6, 1),
+        }
+    }
+    if can_switch:
+        out["per_request_from_slope/full_parse"] = {
+            "what": "the same with every batch answer decoded and matched in full",
+            "cpu_us_per_request": spread(per_round["full_parse"], 1e6, 1),
+        }
+        out["all_success_recogniser_gain"] = {
+            "what": "CPU per request of 50 saved by the recogniser: the pipeline "
+            "with requests of 50, full parse minus recognised, paired per round",
+            "cpu_us_per_request": spread(gain_at_50, 1e6, 1),
+        }
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     pinned = pin(CLIENT_CPU)
     n = args.events
-    figures: dict[str, list[float]] = {
-        "pipeline_null_transport/await_track": [],
-        "pipeline_null_transport/track_nowait": [],
-        "floor_no_http": [],
-    }
+    figures: dict[str, list[float]] = {}
     profile_text = None
     for round_no in range(args.rounds):
         if round_no == 0 and args.cprofile:
@@ -294,19 +438,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stats = pstats.Stats(profiler, stream=stream)
             stats.sort_stats("tottime").print_stats(args.cprofile)
             profile_text = stream.getvalue()
-        figures["pipeline_null_transport/await_track"].append(
-            _cpu_per_event(lambda: _pipeline(n, "await_track"), n)
-        )
-        figures["pipeline_null_transport/track_nowait"].append(
-            _cpu_per_event(lambda: _pipeline(n, "track_nowait"), n)
-        )
-        figures["floor_no_http"].append(_cpu_per_event(lambda: _floor_no_http(n), n))
-    http: dict[str, list[float]] = {"trackasync_transport": [], "bare_session": []}
+        for kind in args.event_kinds:
+            suffix = "" if kind == "typical" else f"/{kind}"
+            for producer in ("await_track", "track_nowait"):
+                figures.setdefault(
+                    f"pipeline_null_transport/{producer}{suffix}", []
+                ).append(
+                    _cpu_per_event(
+                        lambda p=producer, k=kind: _pipeline(n, p, k),
+                        n,  # type: ignore[misc]
+                    )
+                )
+            figures.setdefault(f"floor_no_http{suffix}", []).append(
+                _cpu_per_event(lambda k=kind: _floor_no_http(n, k), n)  # type: ignore[misc]
+            )
+    http: dict[str, list[float]] = {}
     with fake_server() as server:
         for _ in range(args.rounds):
-            for how in http:
-                server.reset()
-                http[how].append(asyncio.run(_http(server, args.requests, how)))
+            for in_flight in (1, 4):
+                for how in ("trackasync_transport", "bare_session"):
+                    server.reset()
+                    http.setdefault(f"{how}/in_flight_{in_flight}", []).append(
+                        asyncio.run(_http(server, args.requests, how, in_flight))
+                    )
     summary: dict[str, Any] = {
         name: {"cpu_us_per_event": spread(values, 1e6, 2)}
         for name, values in figures.items()
@@ -316,16 +470,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cpu_us_per_request": spread([v / args.requests for v in values], 1e6, 1),
             "cpu_us_per_event": round(median(values) / args.requests / BATCH * 1e6, 2),
         }
+    summary.update(_per_request(args))
     report: dict[str, Any] = {
         "settings": {
             "events": n,
+            "event_kinds": args.event_kinds,
             "http_requests": args.requests,
             "rounds": args.rounds,
             "pinned_to_cpu": pinned,
         },
         "summary": summary,
         "per_event_pieces_us": _event_pieces(),
-        "per_request_pieces_us": _pieces(),
+        "per_request_pieces_us": {**_pieces(), **_handoffs()},
     }
     if profile_text is not None:
         report["cprofile_top"] = profile_text.splitlines()
@@ -339,10 +495,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cprofile", type=int, default=0, metavar="N")
+    parser.add_argument("--slope-events", type=int, default=50_000)
+    parser.add_argument("--slope-rounds", type=int, default=9)
+    parser.add_argument(
+        "--event-kinds", nargs="+", choices=EVENT_KINDS, default=list(EVENT_KINDS)
+    )
     parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.requests, args.rounds = 10_000, 200, 1
+        args.slope_events, args.slope_rounds = 5_000, 1
     report = header()
     report.update(run(args))
     emit(report, args.out)

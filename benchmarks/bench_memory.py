@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import sys
@@ -41,6 +42,8 @@ from typing import Any
 
 from _common import (
     CLIENT_CPU,
+    EVENT_KINDS,
+    drain,
     emit,
     fake_server,
     header,
@@ -188,9 +191,67 @@ def _bytes_list(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _settle_memory() -> dict[str, int]:
+    """Collect, give freed heap back to the system, and read the process's state."""
+    import ctypes
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return {
+        "rss_bytes": rss_bytes(),
+        # Python's own live memory blocks and gc-tracked objects: if these stay
+        # flat while RSS moves, nothing is being kept.
+        "allocated_blocks": sys.getallocatedblocks(),
+        "gc_objects": len(gc.get_objects()),
+    }
+
+
+async def _bursts(args: argparse.Namespace) -> dict[str, Any]:
+    """Bursts of ``--events`` events to the fake server, each followed by a
+    flush, a full collection and ``malloc_trim``; the state after each."""
+    from _common import event_pool, produce
+    from _reference import send_reference
+
+    from trackasync import Client, PrivateKey
+
+    pool = event_pool(args.event)
+    after: list[dict[str, int]] = []
+    if args.worker == "bursts_floor":
+        for _ in range(args.bursts):
+            await send_reference(
+                base_url=args.url,
+                project_token=args.project_token,
+                key_id=args.key_id,
+                secret=args.secret,
+                pool=pool,
+                events=args.events,
+                in_flight=4,
+                use_msgspec=True,
+                timeout=120.0,
+            )
+            after.append(_settle_memory())
+    else:
+        client = Client(
+            args.url,
+            args.project_token,
+            auth=PrivateKey(args.key_id, args.secret),
+            rate_limit=None,
+            max_in_flight=4,
+        )
+        async with client:
+            for _ in range(args.bursts):
+                await produce(client, pool, args.events, awaited=True)
+                await drain(client, timeout=120.0)
+                after.append(_settle_memory())
+    return {"mode": args.worker, "events": args.events, "after_each_burst": after}
+
+
 def worker(args: argparse.Namespace) -> int:
     pinned = pin(args.cpu)
-    if args.worker == "bytes_list":
+    if args.worker.startswith("bursts_"):
+        result = asyncio.run(_bursts(args))
+    elif args.worker == "bytes_list":
         result = _bytes_list(args)
     else:
         result = asyncio.run(_fill(args))
@@ -218,6 +279,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
                     ]
                 runs[mode].append(python_child(child, cpu=CLIENT_CPU, timeout=120))
         server_stats = server.stats()
+    bursts = _run_bursts(args) if args.bursts else None
     summary: dict[str, Any] = {}
     for mode, results in runs.items():
         summary[mode] = {
@@ -253,6 +315,70 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             "met": worst <= TARGET_BYTES,
         },
         "runs": runs,
+        **({"bursts": bursts} if bursts else {}),
+    }
+
+
+BURST_MODES = ("bursts_trackasync", "bursts_floor")
+
+
+def _run_bursts(args: argparse.Namespace) -> dict[str, Any]:
+    """Each mode in its own fresh process against a fresh, answering server."""
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in BURST_MODES}
+    for _ in range(args.burst_rounds):
+        for mode in BURST_MODES:
+            with fake_server() as server:
+                child = [
+                    __file__,
+                    "--worker",
+                    mode,
+                    "--events",
+                    str(args.burst_events),
+                    "--bursts",
+                    str(args.bursts),
+                    "--event",
+                    args.event,
+                    "--url",
+                    server.base_url,
+                    "--project-token",
+                    server.project_token,
+                    "--key-id",
+                    server.key_id,
+                    "--secret",
+                    server.secret,
+                ]
+                runs[mode].append(python_child(child, cpu=CLIENT_CPU, timeout=900))
+    summary: dict[str, Any] = {}
+    # Growth from the end of the first burst (imports, pools and caches all
+    # warm) to the end of the last, per burst after the first.
+    steps = max(1, args.bursts - 1)
+    for mode, results in runs.items():
+
+        def growth(key: str, results: list[dict[str, Any]] = results) -> list[float]:
+            return [
+                (r["after_each_burst"][-1][key] - r["after_each_burst"][0][key]) / steps
+                for r in results
+            ]
+
+        summary[mode] = {
+            "rss_mib_per_burst": spread(growth("rss_bytes"), 2**-20, 2),
+            "allocated_blocks_per_burst": spread(growth("allocated_blocks"), 1, 0),
+            "gc_objects_per_burst": spread(growth("gc_objects"), 1, 0),
+            "rss_mib_after_each_burst": [
+                [round(b["rss_bytes"] / 2**20, 2) for b in r["after_each_burst"]]
+                for r in results
+            ],
+        }
+    return {
+        "settings": {
+            "bursts": args.bursts,
+            "events_per_burst": args.burst_events,
+            "event": args.event,
+            "rounds": args.burst_rounds,
+            "after_each_burst": "flush (drain), gc.collect(), malloc_trim(0)",
+        },
+        "summary": summary,
+        "runs": runs,
     }
 
 
@@ -261,8 +387,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a fast smoke run")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5, help="processes per mode")
+    parser.add_argument(
+        "--bursts",
+        type=int,
+        default=8,
+        help="also: bursts of --burst-events to an answering server, RSS after "
+        "each (0: skip)",
+    )
+    parser.add_argument("--burst-events", type=int, default=100_000)
+    parser.add_argument("--burst-rounds", type=int, default=2)
+    parser.add_argument("--event", choices=EVENT_KINDS, default="typical")
     parser.add_argument("--out", help="also write the JSON report to this file")
-    parser.add_argument("--worker", choices=(*MODES, BASELINE), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", choices=(*MODES, BASELINE, *BURST_MODES), help=argparse.SUPPRESS
+    )
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--project-token", help=argparse.SUPPRESS)
     parser.add_argument("--key-id", help=argparse.SUPPRESS)
@@ -273,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args)
     if args.quick:
         args.events, args.rounds = 20_000, 1
+        args.bursts, args.burst_events, args.burst_rounds = 3, 20_000, 1
     report = header()
     report.update(orchestrate(args))
     emit(report, args.out)

@@ -15,9 +15,11 @@ from ._exceptions import ConfigError
 DEFAULT_MAX_COMMAND_BYTES = 800_000
 DEFAULT_MAX_VALUE_BYTES = 16_000
 MAX_BATCH_COMMANDS = 50
-# The API documents no cap on a whole batch body; keep one so a single request
-# stays a sane size (50 commands of ~100 KB each still fit).
-DEFAULT_MAX_BATCH_BYTES = 5_000_000
+# The API documents no cap on a whole batch body. Ours keeps every step of
+# building and sending one short enough not to stall an event loop shared with
+# an application (joining and writing 5 MB took 4 to 13 ms at a time), while 50
+# events of up to 20 KB, or one of the largest allowed, still fit in a request.
+DEFAULT_MAX_BATCH_BYTES = 1_000_000
 
 
 def _positive(name: str, value: object, *, allow_zero: bool = False) -> None:

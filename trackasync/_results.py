@@ -340,3 +340,67 @@ def match_results(
         if 0 <= index < count and matched[index] is None:
             matched[index] = result
     return matched
+
+
+# -- recognising an all-success batch answer without reading it ----------------------
+#
+# Nearly every batch answer says that every command succeeded. Decoding its 50
+# results into objects and matching them one by one costs more than the rest of
+# the request's bookkeeping, so such an answer is recognised by its text: the
+# ``results`` array is taken as raw bytes (msgspec still checks the whole body is
+# valid JSON and keeps the last of duplicate keys, as the full decode does) and
+# compared with the exact text of ``count`` successes echoing the ids the client
+# sent. Any other spelling, order, extra field or failure falls back to the full
+# parse, so this can only ever say "yes" where the full parse would accept every
+# command.
+
+
+class _RawBatchAnswer(msgspec.Struct):
+    results: msgspec.Raw = msgspec.Raw(b"")
+    success: Any = None
+
+
+_decode_raw_batch = msgspec.json.Decoder(_RawBatchAnswer).decode
+
+# The spellings seen from JSON encoders: compact, and with ``", "``/``": "``
+# (Python's ``json.dumps``), each with ``success`` or ``command_id`` first.
+_SUCCESS_SPELLINGS = (
+    ('{"success":true,"command_id":"%d"}', ","),
+    ('{"command_id":"%d","success":true}', ","),
+    ('{"success": true, "command_id": "%d"}', ", "),
+    ('{"command_id": "%d", "success": true}', ", "),
+)
+_all_success_texts: dict[int, tuple[msgspec.Raw, ...]] = {}
+
+
+def _success_texts(count: int) -> tuple[msgspec.Raw, ...]:
+    texts = _all_success_texts.get(count)
+    if texts is None:
+        texts = tuple(
+            msgspec.Raw(
+                ("[" + separator.join(item % i for i in range(count)) + "]").encode()
+            )
+            for item, separator in _SUCCESS_SPELLINGS
+        )
+        _all_success_texts[count] = texts
+    return texts
+
+
+def batch_all_accepted(body: bytes, count: int) -> bool:
+    """Whether a 200 batch ``body`` says that all ``count`` commands succeeded.
+
+    True only for a JSON object with ``"success": true`` whose ``results`` is
+    exactly ``count`` results of ``"success": true`` echoing the ids
+    ``"0"`` .. ``str(count - 1)`` in order, in one of a few common spellings. False
+    means "not recognised", not "failed": read the answer with ``batch_answer``
+    and ``match_results`` then.
+    """
+    if not 1 <= count <= MAX_BATCH_COMMANDS:
+        return False
+    try:
+        answer = _decode_raw_batch(body)
+    except msgspec.DecodeError:
+        return False
+    if answer.success is not True:
+        return False
+    return answer.results in _success_texts(count)

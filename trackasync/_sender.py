@@ -22,6 +22,7 @@ from ._exceptions import APIError, BadRequest, DeliveryFailed, RateLimited, Requ
 from ._hooks import HookRunner
 from ._ratelimit import RateLimiter
 from ._results import (
+    batch_all_accepted,
     batch_answer,
     error_for,
     errors_of,
@@ -299,6 +300,10 @@ class Sender:
                 self._reject(commands, outcome)
             else:
                 return commands, outcome
+            return None
+        if batch_all_accepted(response.body, len(commands)):
+            # The common answer, recognised by its text: settle all at once.
+            self._accept(commands, status, rid)
             return None
         answer = batch_answer(response)
         if answer is None or answer.results is None:

@@ -23,6 +23,7 @@ from typing import Protocol
 import aiohttp
 from yarl import URL
 
+from ._body import request_body
 from ._exceptions import RequestTimeout, TransportError
 
 DEFAULT_TIMEOUT = 30.0
@@ -154,7 +155,7 @@ class AiohttpTransport:
             async with session.request(
                 request.method,
                 request.url,
-                data=request.body,
+                data=request_body(request.body),
                 headers=request.headers,
                 allow_redirects=False,
             ) as response:
