@@ -21,6 +21,13 @@ Phases, each with a fresh client and typical events:
   awaiters' latency: the mean commands per request over the phase (the client's
   own counters) and the producer's rate.
 
+Low load means low: in the first three phases each caller pauses
+``--interval`` seconds (0.05) between its calls, as a web handler serving a
+request now and then would. Back to back (``--interval 0``), one caller sends
+about 100 requests a second and meets the client's default rate limit (the
+API's 100 requests/s per IP): its p50 is then the limiter's 10 ms spacing, not
+the pipeline's latency.
+
 Latency is ``time.perf_counter()`` around each awaited call; p50 and p99 over
 all calls of the phase (``--rounds`` rounds pooled).
 
@@ -81,7 +88,9 @@ def _client(server: FakeServerProcess) -> Client:
     )
 
 
-async def _floor(server: FakeServerProcess, calls: int, seconds: float) -> list[float]:
+async def _floor(
+    server: FakeServerProcess, calls: int, seconds: float, interval: float
+) -> list[float]:
     pool = typical_pool()
     url = f"{server.base_url}/track/v2/projects/{server.project_token}/customers/events"
     headers = {
@@ -110,6 +119,8 @@ async def _floor(server: FakeServerProcess, calls: int, seconds: float) -> list[
             latencies.append(time.perf_counter() - start)
             if time.monotonic() > deadline:
                 break
+            if interval:
+                await asyncio.sleep(interval)
     return latencies
 
 
@@ -120,6 +131,7 @@ async def _awaiter(
     budget: list[int],
     stop: asyncio.Event,
     offset: int,
+    interval: float = 0.0,
 ) -> None:
     i = offset
     while budget[0] > 0 and not stop.is_set():
@@ -129,10 +141,16 @@ async def _awaiter(
         start = time.perf_counter()
         await client.track_and_wait(ids, TYPICAL_TYPE, props)
         latencies.append(time.perf_counter() - start)
+        if interval:
+            await asyncio.sleep(interval)
 
 
 async def _awaiting(
-    server: FakeServerProcess, awaiters: int, calls: int, seconds: float
+    server: FakeServerProcess,
+    awaiters: int,
+    calls: int,
+    seconds: float,
+    interval: float,
 ) -> dict[str, Any]:
     pool = typical_pool()
     latencies: list[float] = []
@@ -140,7 +158,9 @@ async def _awaiting(
     budget = [calls]
     async with _client(server) as client:
         tasks = [
-            asyncio.create_task(_awaiter(client, pool, latencies, budget, stop, k))
+            asyncio.create_task(
+                _awaiter(client, pool, latencies, budget, stop, k, interval)
+            )
             for k in range(awaiters)
         ]
         timer = asyncio.get_running_loop().call_later(seconds, stop.set)
@@ -201,13 +221,15 @@ async def _round(args: argparse.Namespace, server: FakeServerProcess) -> dict:
     out: dict[str, Any] = {}
     server.reset()
     out["floor_sequential"] = {
-        "latencies": await _floor(server, args.calls, args.phase_seconds)
+        "latencies": await _floor(server, args.calls, args.phase_seconds, args.interval)
     }
     server.reset()
-    out["sequential"] = await _awaiting(server, 1, args.calls, args.phase_seconds)
+    out["sequential"] = await _awaiting(
+        server, 1, args.calls, args.phase_seconds, args.interval
+    )
     server.reset()
     out["concurrent"] = await _awaiting(
-        server, args.awaiters, args.calls, args.phase_seconds
+        server, args.awaiters, args.calls, args.phase_seconds, args.interval
     )
     server.reset()
     out["high_load"] = await _high_load(server, args.awaiters, args.load_seconds)
@@ -248,6 +270,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "client": "Client(url, token, auth=...) with default options",
             "calls": args.calls,
             "awaiters": args.awaiters,
+            "interval": args.interval,
             "phase_seconds": args.phase_seconds,
             "load_seconds": args.load_seconds,
             "rounds": args.rounds,
@@ -270,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
         help="no new call in a low-load phase after this",
     )
     parser.add_argument("--load-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=0.05,
+        help="seconds each low-load caller pauses between calls (0: back to back)",
+    )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args(argv)
