@@ -104,7 +104,8 @@ class FakeServer(TrackingHandlers):
     ) -> web.StreamResponse:
         """Fault or rate limit first, then the route's own handler."""
         request_id = self._next_request_id()
-        fault = self._faults.take(route)
+        with self._lock:
+            fault = self._faults.take(route)
         kind = None if fault is None else fault.kind
         label = None if fault is None else fault.label
         commands = 0
@@ -141,17 +142,17 @@ class FakeServer(TrackingHandlers):
             answered = False
         if answered:
             response.headers["x-request-id"] = request_id
-        self._log.append(
-            HandledRequest(
-                request.method,
-                request.path,
-                route,
-                response.status if answered else None,
-                commands,
-                request_id,
-                label,
-            )
+        entry = HandledRequest(
+            request.method,
+            request.path,
+            route,
+            response.status if answered else None,
+            commands,
+            request_id,
+            label,
         )
+        with self._lock:
+            self._log.append(entry)
         return response
 
     @web.middleware
@@ -165,11 +166,11 @@ class FakeServer(TrackingHandlers):
             response = self._http_error(exc)
         request_id = self._next_request_id()
         response.headers["x-request-id"] = request_id
-        self._log.append(
-            HandledRequest(
-                request.method, request.path, None, response.status, 0, request_id, None
-            )
+        entry = HandledRequest(
+            request.method, request.path, None, response.status, 0, request_id, None
         )
+        with self._lock:
+            self._log.append(entry)
         return response
 
     def _http_error(self, exc: web.HTTPException) -> web.Response:
@@ -195,10 +196,11 @@ class FakeServer(TrackingHandlers):
         return web.Response()
 
     def _rate_limited(self) -> web.Response | None:
-        limiter = self._limiter
-        if limiter is None:
-            return None
-        wait = limiter.admit(time.monotonic())
+        with self._lock:
+            limiter = self._limiter
+            if limiter is None:
+                return None
+            wait = limiter.admit(time.monotonic())
         if wait is None:
             return None
         headers = None
