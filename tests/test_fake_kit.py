@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import threading
 import types
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -197,3 +200,60 @@ async def test_customer_lookup_by_plain_ids(api: FakeTrackingAPI) -> None:
     assert api.customers == {
         (("cookie", "c-1"), ("registered", "ann@example.com")): {"tier": "gold"}
     }
+
+
+# -- served from a thread, for sync code ------------------------------------------
+
+
+def _post_sync(api: FakeTrackingAPI, route: str, payload: Any) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"{api.base_url}/track/v2/projects/{api.project_token}/{route}",
+        data=json.dumps(payload).encode(),
+        headers={"Authorization": api.auth.header, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, json.loads(response.read())
+
+
+def test_with_serves_from_a_thread_for_sync_code() -> None:
+    """No event loop in this thread: the fake brings its own."""
+    with FakeTrackingAPI() as api:
+        assert _post_sync(api, "customers/events", EVENT) == (200, {"success": True})
+        api.fail_next(1, status=503)
+        with pytest.raises(urllib.error.HTTPError) as failure:
+            _post_sync(api, "customers/events", EVENT)
+        assert failure.value.code == 503
+        failure.value.close()
+        assert [event.event_type for event in api.events] == ["e"]
+        threads = {thread.name for thread in threading.enumerate()}
+        assert "trackasync-fake-api" in threads
+    with pytest.raises(RuntimeError, match="not running"):
+        api.base_url  # noqa: B018
+    assert "trackasync-fake-api" not in {t.name for t in threading.enumerate()}
+    assert api.event_count == 1  # the data outlives the server
+
+
+def test_with_cannot_enter_twice() -> None:
+    with FakeTrackingAPI() as api, pytest.raises(RuntimeError, match="already"):
+        api.__enter__()
+
+
+def test_with_raises_the_bind_error_and_leaves_no_thread() -> None:
+    with FakeTrackingAPI() as first:
+        port = int(first.base_url.rsplit(":", 1)[1])
+        second = FakeTrackingAPI(port=port)
+        with pytest.raises(OSError, match="address already in use"):
+            second.__enter__()
+    assert "trackasync-fake-api" not in {t.name for t in threading.enumerate()}
+
+
+def _update_with_a_buggy_predicate() -> None:
+    with FakeTrackingAPI() as api:
+        api.reject_commands(lambda name, data: data["event_type"] == "x")
+        update = {"customer_ids": {"registered": "ann"}, "properties": {"x": 1}}
+        assert _post_sync(api, "customers", update)[0] == 200
+
+
+def test_with_re_raises_a_predicate_error() -> None:
+    with pytest.raises(KeyError, match="event_type"):
+        _update_with_a_buggy_predicate()

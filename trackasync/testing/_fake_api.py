@@ -27,6 +27,7 @@ from ._fake_faults import (
 from ._fake_handlers import ROUTES, basic_auth_header, token_auth_header
 from ._fake_server import FakeServer, HandledRequest
 from ._fake_store import CustomerKey, FakeStore, ServerClock, StoredEvent
+from ._fake_thread import ServerThread
 
 __all__ = [
     "DEFAULT_KEY_ID",
@@ -61,7 +62,9 @@ class FakeTrackingAPI(FakeServer):
     ``async with FakeTrackingAPI() as api:`` binds ``host`` (loopback by default;
     other addresses need ``allow_remote``) on ``port`` (0: a free one) and exposes
     :attr:`base_url`, :attr:`project_token` and working credentials (:attr:`auth`,
-    :attr:`public_auth`). :attr:`app` can also be served by aiohttp's test tools.
+    :attr:`public_auth`). ``with FakeTrackingAPI() as api:`` does the same from
+    sync code, serving on a loop of its own in a background thread. :attr:`app`
+    can also be served by aiohttp's test tools.
 
     A request to a tracking route goes through these steps; the first to answer
     wins:
@@ -81,7 +84,8 @@ class FakeTrackingAPI(FakeServer):
     Authentication comes before the project check so that an unauthenticated
     caller cannot probe project tokens. Every answer has a unique ``x-request-id``.
     What was accepted can be read back (:attr:`events`, :attr:`customers`,
-    :attr:`duplicates`, :attr:`requests`) and forgotten (:meth:`reset`).
+    :meth:`customer`, :attr:`duplicates`, :attr:`requests`), from any thread,
+    and forgotten (:meth:`reset`).
 
     Single-route validation errors are answered with ``single_route_error_status``
     (200, as most of the docs say, or e.g. 400, as the error-message page says).
@@ -142,6 +146,7 @@ class FakeTrackingAPI(FakeServer):
         self._clock = ServerClock(clock_offset)
         self._store = FakeStore()
         self._runner: web.AppRunner | None = None
+        self._thread: ServerThread | None = None
         self._bound_port: int | None = None
         self.app = self._build_app()
         """The aiohttp application, e.g. for ``aiohttp.test_utils.TestServer``."""
@@ -186,6 +191,32 @@ class FakeTrackingAPI(FakeServer):
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+        if exc is None:
+            self.raise_errors()
+
+    def __enter__(self) -> FakeTrackingAPI:
+        """Serve from a background thread with its own event loop.
+
+        For sync code and tests, or when the caller's loop must not serve the
+        fake: ``with FakeTrackingAPI() as api:``. Reading what it stored and
+        scripting faults are safe from any thread.
+        """
+        if self._thread is not None or self._runner is not None:
+            raise RuntimeError("FakeTrackingAPI is already running")
+        thread = ServerThread(self.start, self.stop, name="trackasync-fake-api")
+        thread.start()
+        self._thread = thread
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.stop()
         if exc is None:
             self.raise_errors()
 
