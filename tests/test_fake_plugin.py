@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import io
+import json
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -253,14 +255,94 @@ async def test_run_fake_server_prints_how_to_connect() -> None:
 
 
 @pytest.mark.parametrize(
-    "argv", [["--host", "0.0.0.0"], ["--chaos", "2"], ["--rate-limit", "0"]]
+    ("argv", "flag"),
+    [
+        (["--host", "0.0.0.0"], "--allow-remote"),
+        (["--host", "192.0.2.1"], "--allow-remote"),
+        (["--chaos", "2"], "--chaos"),
+        (["--rate-limit", "0"], "--rate-limit"),
+        (["--rate-window", "-1"], "--rate-window"),
+        (["--secret", ""], "--secret"),
+        (["--port", "70000"], "--port"),
+    ],
 )
-def test_serve_rejects_bad_options(
-    argv: list[str], capsys: pytest.CaptureFixture[str]
+def test_serve_rejects_bad_options_naming_the_flag(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Bad options make serve() return 2 with a message, without serving."""
+    """Bad options make serve() return 2 with a message in terms of its flags."""
     assert serve(argv) == 2
-    assert "trackasync fake-server:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("trackasync fake-server: ")
+    assert flag in err
+    assert "=True" not in err
+    assert "allow_remote" not in err
+
+
+async def test_state_route_shows_what_was_stored() -> None:
+    """GET /_fake/state: events, customers, duplicates, requests, errors as JSON."""
+    async with FakeTrackingAPI() as api:
+        api.reject_commands(lambda name, data: data["event_type"] == "x")
+        headers = {"Authorization": api.auth.header}
+        base = f"/track/v2/projects/{api.project_token}"
+        event = {"customer_ids": {"registered": "ann"}, "event_type": "buy"}
+        event["timestamp"] = 1.5
+        update = {"customer_ids": {"registered": "ann"}, "properties": {"t": "g"}}
+        async with aiohttp.ClientSession(api.base_url, headers=headers) as session:
+            for route, body in [
+                ("customers/events", event),
+                ("customers/events", event),
+                ("customers", update),
+            ]:
+                async with session.post(f"{base}/{route}", json=body) as response:
+                    assert response.status == 200
+            async with session.get("/_fake/state") as response:
+                assert response.status == 200
+                state = await response.json()
+        errors = api.errors
+        api.reset()  # so leaving the block does not re-raise the KeyError
+    assert errors
+    assert state["events"] == [
+        {
+            "customer_ids": {"registered": "ann"},
+            "event_type": "buy",
+            "timestamp": 1.5,
+            "properties": {},
+        }
+    ]
+    assert state["event_count"] == 1
+    assert state["duplicates"] == 1
+    assert state["customers"] == []  # the update met the raising predicate
+    assert state["errors"] == ["KeyError: 'event_type'"]
+    assert [entry["route"] for entry in state["requests"]] == [
+        "customers/events",
+        "customers/events",
+        "customers",
+    ]
+    assert set(state["requests"][0]) == {
+        "method",
+        "path",
+        "route",
+        "status",
+        "commands",
+        "request_id",
+        "fault",
+    }
+
+
+async def test_state_route_lists_customers_by_plain_ids() -> None:
+    async with FakeTrackingAPI() as api:
+        headers = {"Authorization": api.auth.header}
+        ids = {"registered": "ann", "cookie": "c1"}
+        update = {"customer_ids": ids, "properties": {"t": "g"}}
+        path = f"/track/v2/projects/{api.project_token}/customers"
+        async with aiohttp.ClientSession(api.base_url, headers=headers) as session:
+            async with session.post(path, json=update) as response:
+                assert response.status == 200
+            async with session.get("/_fake/state") as response:
+                state = await response.json()
+    assert state["customers"] == [{"customer_ids": ids, "properties": {"t": "g"}}]
+    # Reading the state is not a request the test made to the API.
+    assert len(state["requests"]) == 1
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals")
@@ -287,9 +369,16 @@ def test_serve_runs_until_interrupted() -> None:
             "Fake Bloomreach Tracking API listening on http://127.0.0.1:"
         )
         base_url = first_line.rsplit(" ", 1)[1].strip()
-        while "Ctrl-C" not in process.stdout.readline():
-            pass
+        banner = [first_line]
+        while "Ctrl-C" not in banner[-1]:
+            banner.append(process.stdout.readline())
+        assert f"  stored data    GET {base_url}/_fake/state\n" in banner
         asyncio.run(_time_request(base_url))
+        # Another process (this one) can read what the server stored.
+        with urllib.request.urlopen(f"{base_url}/_fake/state", timeout=10) as answer:
+            state = json.loads(answer.read())
+        assert [entry["route"] for entry in state["requests"]] == ["system/time"]
+        assert state["events"] == []
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=10)
     finally:

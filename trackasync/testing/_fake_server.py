@@ -22,13 +22,16 @@ from aiohttp import web
 from ._fake_faults import Fault, FaultPlan, SlidingWindowLimiter, default_error_body
 from ._fake_handlers import ROUTES, TrackingHandlers
 
-__all__ = ["FakeServer", "HandledRequest"]
+__all__ = ["STATE_PATH", "FakeServer", "HandledRequest"]
 
 # A full batch of maximum-size commands must fit; the real limit on the whole
 # body is not documented.
 _MAX_BODY_BYTES = 48 * 2**20
 
 _NOT_FOUND = "The requested URL was not found on the server"
+
+STATE_PATH = "/_fake/state"
+"""Read-only: what the fake stored, as JSON, for a test in another process."""
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _Inner = Callable[[web.Request], Awaitable[tuple[web.Response, int]]]
@@ -82,6 +85,7 @@ class FakeServer(TrackingHandlers):
             "batch": self._handle_batch,
             "system_time": self._handle_time,
         }
+        app.router.add_get(STATE_PATH, self._handle_state, name="fake_state")
         for name, handler in inner.items():
             route = ROUTES[name]
             method = "*" if route == "system/time" else "POST"  # time: GET or POST
@@ -177,6 +181,31 @@ class FakeServer(TrackingHandlers):
         # The real API's wording for a wrong path or base URL.
         message = _NOT_FOUND if exc.status == 404 else exc.reason
         return self._json(exc.status, {"success": False, "error": message})
+
+    async def _handle_state(self, request: web.Request) -> web.Response:
+        """``GET /_fake/state``: everything a test could read in-process.
+
+        Outside the API's path space, not authenticated (the fake only serves
+        loopback unless told otherwise), and not logged: reading the state must
+        not change it.
+        """
+        with self._lock:
+            store = self._store
+            payload = {
+                "events": store.events,
+                "event_count": store.event_count,
+                "customers": [
+                    {"customer_ids": dict(key), "properties": properties}
+                    for key, properties in store.customers.items()
+                ],
+                "duplicates": store.duplicates,
+                "requests": list(self._log),
+                "errors": [
+                    f"{type(exc).__name__}: {exc}"
+                    for exc in self._faults.predicate_errors
+                ],
+            }
+        return self._json(200, payload)
 
     def _next_request_id(self) -> str:
         return f"{self._request_id_prefix}-{next(self._request_ids):06d}"
