@@ -22,6 +22,7 @@ from ._batcher import Batcher
 from ._buffer import CommandBuffer, Overflow
 from ._config import Limits, Retry, _positive, api_base
 from ._delivery import Delivery, Receipt
+from ._dryrun import DRY_RUN_NOTICE, DryRunTransport, resolve_send
 from ._encoding import Codec
 from ._exceptions import (
     APIError,
@@ -97,6 +98,7 @@ class Client:
         "_report",
         "_retry",
         "_runner",
+        "_send",
         "_sender",
         "_shutdown_timeout",
         "_state",
@@ -125,6 +127,7 @@ class Client:
         on_result: ResultHook | None = None,
         transport: Transport | None = None,
         allow_http: bool = False,
+        send: bool | None = None,
     ) -> None:
         if not isinstance(auth, (PrivateKey, PublicToken)):
             raise ConfigError(
@@ -155,8 +158,12 @@ class Client:
         self._max_in_flight = max_in_flight
         self._queue_timeout = queue_timeout
         self._shutdown_timeout = shutdown_timeout
-        self._transport: Transport = transport or AiohttpTransport(
-            timeout=timeout, connect_timeout=connect_timeout
+        # send=False (or TRACKASYNC_SEND=0): a transport that answers success.
+        self._send = resolve_send(send, transport)
+        self._transport: Transport = transport or (
+            AiohttpTransport(timeout=timeout, connect_timeout=connect_timeout)
+            if self._send
+            else DryRunTransport()
         )
         self._headers = {
             "Authorization": auth.header,
@@ -193,7 +200,8 @@ class Client:
         self._closed_event: asyncio.Event | None = None
 
     def __repr__(self) -> str:
-        return f"<Client {self._base} auth={self._auth!r} state={self._state}>"
+        dry_run = "" if self._send else " send=False"
+        return f"<Client {self._base} auth={self._auth!r} state={self._state}{dry_run}>"
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -228,6 +236,8 @@ class Client:
         self._start(loop)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._send:
+            logger.warning(DRY_RUN_NOTICE)
         self._loop = loop
         self._sender = Sender(
             transport=self._transport,
