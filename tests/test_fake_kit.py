@@ -211,7 +211,7 @@ def _post_sync(api: FakeTrackingAPI, route: str, payload: Any) -> tuple[int, Any
         data=json.dumps(payload).encode(),
         headers={"Authorization": api.auth.header, "Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=5) as response:
         return response.status, json.loads(response.read())
 
 
@@ -257,3 +257,29 @@ def _update_with_a_buggy_predicate() -> None:
 def test_with_re_raises_a_predicate_error() -> None:
     with pytest.raises(KeyError, match="event_type"):
         _update_with_a_buggy_predicate()
+
+
+def test_a_predicate_may_read_the_fake() -> None:
+    """A predicate runs under the fake's lock; reading the fake must not deadlock.
+
+    Served from a thread, so a deadlock would show as a timeout, not a hang.
+    """
+    with FakeTrackingAPI() as api:
+        api.reject_commands(
+            lambda name, data: (
+                name == "customers" and api.customer(data["customer_ids"]) is None
+            ),
+            error="unknown customer",
+        )
+        api.reject_commands(lambda name, data: api.event_count >= 1)
+        update = {"customer_ids": {"registered": "ann"}, "properties": {"x": 1}}
+        assert _post_sync(api, "customers", update) == (
+            200,
+            {"success": False, "errors": ["unknown customer"]},
+        )
+        assert _post_sync(api, "customers/events", EVENT)[1] == {"success": True}
+        second = {**EVENT, "timestamp": 2}
+        assert _post_sync(api, "customers/events", second)[1]["errors"] == [
+            "Rejected by the fake server"
+        ]
+        assert api.event_count == 1

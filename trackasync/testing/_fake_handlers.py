@@ -88,7 +88,9 @@ class TrackingHandlers:
         # The server may run on its own thread (the pytest fixture does that)
         # while a test reads what it stored or scripts faults: every touch of
         # that state, on either side, holds this lock. Nothing awaits under it.
-        self._lock = threading.Lock()
+        # Reentrant: a test's reject_commands predicate runs under it and may
+        # read the fake (say, api.customer(...)) to decide.
+        self._lock = threading.RLock()
 
     def _json(
         self, status: int, payload: object, headers: dict[str, str] | None = None

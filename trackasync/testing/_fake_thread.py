@@ -16,8 +16,12 @@ from collections.abc import Awaitable, Callable
 
 __all__ = ["ServerThread"]
 
-# Starting binds a socket on loopback: seconds would mean something is wrong.
+# Starting binds a socket on loopback, and stopping cuts delays short and
+# gives connections half a second: either taking this long means the server's
+# loop is stuck (say, in a test's predicate that blocks), and a test run must
+# not hang on it.
 _START_TIMEOUT = 30.0
+_STOP_TIMEOUT = 30.0
 
 
 class ServerThread:
@@ -59,7 +63,12 @@ class ServerThread:
         loop, stop = self._ready.result()
         with contextlib.suppress(RuntimeError):  # the loop is already closed
             loop.call_soon_threadsafe(stop.set)
-        self._thread.join()
+        self._thread.join(_STOP_TIMEOUT)
+        if self._thread.is_alive():
+            raise RuntimeError(
+                f"the fake server's thread did not stop within {_STOP_TIMEOUT:g} s: "
+                "its event loop is blocked"
+            )
         if self._stopped is not None:
             raise self._stopped
 
