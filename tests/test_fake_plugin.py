@@ -182,6 +182,18 @@ def test_fixture_listed_by_pytest_fixtures(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["fake_tracking_api*", "*running fake Tracking API*"])
 
 
+def test_the_old_plugin_module_still_works(pytester: pytest.Pytester) -> None:
+    """Environments whose entry point names the old module keep working."""
+    _sample_project(pytester, pytest_asyncio=False)
+    pytester.makepyfile(test_old=_SYNC_TESTS)
+    result = _run(
+        pytester,
+        *("-p", "no:trackasync", "-p", "trackasync.testing.pytest_plugin"),
+        *("-p", "no:asyncio", "-p", "no:anyio"),
+    )
+    result.assert_outcomes(passed=3)
+
+
 def test_a_raising_predicate_fails_its_test(pytester: pytest.Pytester) -> None:
     """The predicate's own exception and line are reported, within seconds."""
     _sample_project(pytester, "asyncio_mode = auto")
