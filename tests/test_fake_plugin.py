@@ -290,6 +290,17 @@ def test_serve_rejects_bad_options_naming_the_flag(
     assert "allow_remote" not in err
 
 
+def test_serve_names_the_port_flag_when_the_port_is_taken(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with FakeTrackingAPI() as api:
+        port = api.base_url.rsplit(":", 1)[1]
+        assert serve(["--port", port]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("trackasync fake-server: ")
+    assert "--port" in err
+
+
 async def test_state_route_shows_what_was_stored() -> None:
     """GET /_fake/state: events, customers, duplicates, requests, errors as JSON."""
     async with FakeTrackingAPI() as api:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import signal
 import sys
 from typing import TextIO
@@ -174,6 +175,9 @@ def serve(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     except OSError as exc:  # typically: the port is taken
-        print(f"trackasync fake-server: {exc}", file=sys.stderr)
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = "; choose another --port (0 picks a free one)"
+        print(f"trackasync fake-server: {exc.strerror or exc}{hint}", file=sys.stderr)
         return 1
     return 0
