@@ -21,6 +21,7 @@ from trackasync._dryrun import (
     DRY_RUN_NOTICE,
     SEND_ENV,
     DryRunTransport,
+    default_transport,
     resolve_send,
 )
 from trackasync.testing import RecordingTransport
@@ -213,3 +214,12 @@ async def test_transport_echoes_command_ids_and_marks_answers() -> None:
     assert second.header("x-request-id") == "dry-run-000002"
     await transport.aclose()
     assert transport.closed
+
+
+async def test_default_transport_follows_send() -> None:
+    """What the client builds for itself, and must rebuild the same way."""
+    dry = default_transport(False, 1.0, 1.0)
+    assert isinstance(dry, DryRunTransport)
+    real = default_transport(True, 1.0, 1.0)
+    assert isinstance(real, AiohttpTransport)
+    await real.aclose()

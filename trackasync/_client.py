@@ -22,7 +22,7 @@ from ._batcher import Batcher
 from ._buffer import CommandBuffer, Overflow
 from ._config import Limits, Retry, _positive, api_base
 from ._delivery import Delivery, Receipt
-from ._dryrun import DRY_RUN_NOTICE, DryRunTransport, resolve_send
+from ._dryrun import DRY_RUN_NOTICE, default_transport, resolve_send
 from ._encoding import Codec
 from ._exceptions import (
     APIError,
@@ -40,7 +40,6 @@ from ._timestamps import now as _now, to_seconds
 from ._transport import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_TIMEOUT,
-    AiohttpTransport,
     Request,
     Transport,
 )
@@ -160,10 +159,8 @@ class Client:
         self._shutdown_timeout = shutdown_timeout
         # send=False (or TRACKASYNC_SEND=0): a transport that answers success.
         self._send = resolve_send(send, transport)
-        self._transport: Transport = transport or (
-            AiohttpTransport(timeout=timeout, connect_timeout=connect_timeout)
-            if self._send
-            else DryRunTransport()
+        self._transport: Transport = transport or default_transport(
+            self._send, timeout, connect_timeout
         )
         self._headers = {
             "Authorization": auth.header,

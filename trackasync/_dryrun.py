@@ -19,13 +19,14 @@ from typing import Any
 import msgspec
 
 from ._exceptions import ConfigError
-from ._transport import Request, Response, Transport
+from ._transport import AiohttpTransport, Request, Response, Transport
 
 __all__ = [
     "DRY_RUN_NOTICE",
     "DRY_RUN_REQUEST_PREFIX",
     "SEND_ENV",
     "DryRunTransport",
+    "default_transport",
     "resolve_send",
 ]
 
@@ -81,6 +82,18 @@ def resolve_send(
     raise ConfigError(
         f"{SEND_ENV} must be 0/false/no/off (dry run) or 1/true/yes/on, got {value!r}"
     )
+
+
+def default_transport(send: bool, timeout: float, connect_timeout: float) -> Transport:
+    """The transport a client builds when it is given none.
+
+    aiohttp when it sends, else a :class:`DryRunTransport`. Whatever rebuilds a
+    client's own transport (a fresh process after a fork, say) must call this
+    again, or a dry-run client would start sending.
+    """
+    if send:
+        return AiohttpTransport(timeout=timeout, connect_timeout=connect_timeout)
+    return DryRunTransport()
 
 
 class _Command(msgspec.Struct):
