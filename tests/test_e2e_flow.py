@@ -214,7 +214,8 @@ async def test_aclose_during_a_retry_wait_gives_the_command_back() -> None:
         started = time.monotonic()
         report = await client.aclose(timeout=0.2)
         elapsed = time.monotonic() - started
-    assert 0.15 <= elapsed < 1.0
+    # The budget, then at most the documented grace steps (and a loaded machine).
+    assert 0.15 <= elapsed < 2.0
     assert report.undelivered == [delivery]
     failure = await failure_of(delivery)
     assert failure.reason == "closed"

@@ -8,7 +8,9 @@ _USAGE = """usage: trackasync {demo,fake-server} [options]
 
   demo         send events through the real client to a fake Tracking API
                that injects faults, and check what it stored
-  fake-server  serve the fake Tracking API on a port
+  fake-server  serve the fake Tracking API on a port, for demos and for
+               tests of an app in another process (GET /_fake/state
+               returns what it stored)
 
 Run 'trackasync COMMAND --help' for a command's options.
 """

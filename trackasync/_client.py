@@ -27,6 +27,7 @@ from ._batcher import Batcher
 from ._buffer import MemoryStore, Overflow
 from ._config import Limits, Retry, _positive, api_base
 from ._delivery import Delivery, Receipt
+from ._dryrun import DRY_RUN_NOTICE, default_transport, resolve_send
 from ._encoding import Codec
 from ._exceptions import (
     ClientClosed,
@@ -44,7 +45,6 @@ from ._timestamps import now as _now, to_seconds
 from ._transport import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_TIMEOUT,
-    AiohttpTransport,
     Request,
     Transport,
 )
@@ -152,6 +152,7 @@ class Client:
         "_report",
         "_retry",
         "_runner",
+        "_send",
         "_sender",
         "_shutdown_timeout",
         "_state",
@@ -183,6 +184,7 @@ class Client:
         on_result: ResultHook | None = None,
         transport: Transport | None = None,
         allow_http: bool = False,
+        send: bool | None = None,
     ) -> None:
         # Set first: __del__ reads it even when a check below raises.
         self._state = _UNOPENED
@@ -235,10 +237,12 @@ class Client:
         self._overflow: Overflow = overflow
         self._timeouts = (timeout, connect_timeout)
         self._own_transport = transport is None
+        # send=False (or TRACKASYNC_SEND=0): a transport that answers success.
+        self._send = resolve_send(send, transport)
         self._new_pipeline()
         # Created last: nothing above can fail with a session left open.
-        self._transport: Transport = transport or AiohttpTransport(
-            timeout=timeout, connect_timeout=connect_timeout
+        self._transport: Transport = transport or default_transport(
+            self._send, timeout, connect_timeout
         )
         self._pid = os.getpid()
 
@@ -283,9 +287,7 @@ class Client:
         self._counters.discarded_at_fork = discarded
         if self._own_transport:
             timeout, connect_timeout = self._timeouts
-            self._transport = AiohttpTransport(
-                timeout=timeout, connect_timeout=connect_timeout
-            )
+            self._transport = default_transport(self._send, timeout, connect_timeout)
         self._pid = os.getpid()
         if was is _CLOSING or was is _CLOSED:
             self._state = _CLOSED
@@ -300,7 +302,11 @@ class Client:
             )
 
     def __repr__(self) -> str:
-        return f"<Client {self._base} auth={self._auth!r} state={self._state.value}>"
+        dry_run = "" if self._send else " send=False"
+        return (
+            f"<Client {self._base} auth={self._auth!r} "
+            f"state={self._state.value}{dry_run}>"
+        )
 
     @property
     def state(self) -> ClientState:
@@ -372,6 +378,8 @@ class Client:
         return loop
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._send:
+            logger.warning(DRY_RUN_NOTICE)
         self._loop = loop
         self._sender = Sender(
             transport=self._transport,

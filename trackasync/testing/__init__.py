@@ -3,8 +3,10 @@
 - ``MockTransport(handler)`` and ``RecordingTransport`` replace the network in
   unit tests;
 - ``FakeTrackingAPI`` is a real HTTP server on 127.0.0.1 that behaves like the
-  Tracking API (auth, validation, deduplication, faults); its pytest fixture is
-  ``fake_tracking_api``, registered when trackasync is installed.
+  Tracking API (auth, validation, deduplication, faults), served in the running
+  loop (``async with``) or from a thread of its own (``with``); its pytest
+  fixture is ``fake_tracking_api``, registered when trackasync is installed (the
+  plugin module is the top-level ``pytest_trackasync``).
 """
 
 from ._fake_api import (

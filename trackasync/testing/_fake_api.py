@@ -24,9 +24,10 @@ from ._fake_faults import (
     RejectPredicate,
     SlidingWindowLimiter,
 )
-from ._fake_handlers import ROUTES
+from ._fake_handlers import ROUTES, basic_auth_header, token_auth_header
 from ._fake_server import FakeServer, HandledRequest
 from ._fake_store import CustomerKey, FakeStore, ServerClock, StoredEvent
+from ._fake_thread import ServerThread
 
 __all__ = [
     "DEFAULT_KEY_ID",
@@ -61,7 +62,9 @@ class FakeTrackingAPI(FakeServer):
     ``async with FakeTrackingAPI() as api:`` binds ``host`` (loopback by default;
     other addresses need ``allow_remote``) on ``port`` (0: a free one) and exposes
     :attr:`base_url`, :attr:`project_token` and working credentials (:attr:`auth`,
-    :attr:`public_auth`). :attr:`app` can also be served by aiohttp's test tools.
+    :attr:`public_auth`). ``with FakeTrackingAPI() as api:`` does the same from
+    sync code, serving on a loop of its own in a background thread. :attr:`app`
+    can also be served by aiohttp's test tools.
 
     A request to a tracking route goes through these steps; the first to answer
     wins:
@@ -81,7 +84,8 @@ class FakeTrackingAPI(FakeServer):
     Authentication comes before the project check so that an unauthenticated
     caller cannot probe project tokens. Every answer has a unique ``x-request-id``.
     What was accepted can be read back (:attr:`events`, :attr:`customers`,
-    :attr:`duplicates`, :attr:`requests`) and forgotten (:meth:`reset`).
+    :meth:`customer`, :attr:`duplicates`, :attr:`requests`), from any thread,
+    and forgotten (:meth:`reset`).
 
     Single-route validation errors are answered with ``single_route_error_status``
     (200, as most of the docs say, or e.g. 400, as the error-message page says).
@@ -120,8 +124,8 @@ class FakeTrackingAPI(FakeServer):
             raise ValueError("project token and credentials must be non-empty")
         super().__init__(
             auth_headers=(
-                PrivateKey(key_id, secret).header,
-                PublicToken(public_token).header,
+                basic_auth_header(key_id, secret),
+                token_auth_header(public_token),
             )
         )
         # "localhost" may resolve to two addresses, and port 0 would then give
@@ -142,6 +146,7 @@ class FakeTrackingAPI(FakeServer):
         self._clock = ServerClock(clock_offset)
         self._store = FakeStore()
         self._runner: web.AppRunner | None = None
+        self._thread: ServerThread | None = None
         self._bound_port: int | None = None
         self.app = self._build_app()
         """The aiohttp application, e.g. for ``aiohttp.test_utils.TestServer``."""
@@ -186,6 +191,34 @@ class FakeTrackingAPI(FakeServer):
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+        if exc is None:
+            self.raise_errors()
+
+    def __enter__(self) -> FakeTrackingAPI:
+        """Serve from a background thread with its own event loop.
+
+        For sync code and tests, or when the caller's loop must not serve the
+        fake: ``with FakeTrackingAPI() as api:``. Reading what it stored and
+        scripting faults are safe from any thread.
+        """
+        if self._thread is not None or self._runner is not None:
+            raise RuntimeError("FakeTrackingAPI is already running")
+        thread = ServerThread(self.start, self.stop, name="trackasync-fake-api")
+        thread.start()
+        self._thread = thread
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.stop()
+        if exc is None:
+            self.raise_errors()
 
     # -- where and how to connect -----------------------------------------------------
 
@@ -243,42 +276,73 @@ class FakeTrackingAPI(FakeServer):
     @property
     def events(self) -> list[StoredEvent]:
         """The accepted events (duplicates left out), oldest first. A copy."""
-        return self._store.events
+        with self._lock:
+            return self._store.events
 
     @property
     def event_count(self) -> int:
         """``len(api.events)`` without copying."""
-        return self._store.event_count
+        with self._lock:
+            return self._store.event_count
 
     @property
     def customers(self) -> dict[CustomerKey, dict[str, Any]]:
         """Properties of every customer that got an update, by customer key. A copy.
 
         The key is the customer's ``customer_ids`` items, sorted, e.g.
-        ``(("registered", "ann@example.com"),)``.
+        ``(("registered", "ann@example.com"),)``; :meth:`customer` looks one up
+        by a plain ids mapping.
         """
-        return self._store.customers
+        with self._lock:
+            return self._store.customers
 
     def customer(self, customer_ids: Mapping[str, str]) -> dict[str, Any] | None:
-        """One customer's properties, or None if it never got an update."""
-        return self._store.customer(customer_ids)
+        """One customer's properties, or None if it never got an update.
+
+        ``customer_ids`` is the mapping the client sent, e.g.
+        ``api.customer({"registered": "ann@example.com"})``.
+        """
+        with self._lock:
+            return self._store.customer(customer_ids)
 
     @property
     def duplicates(self) -> int:
         """How many events were discarded as duplicates."""
-        return self._store.duplicates
+        with self._lock:
+            return self._store.duplicates
 
     @property
     def requests(self) -> list[HandledRequest]:
         """Every request handled so far, in arrival order. A copy."""
-        return list(self._log)
+        with self._lock:
+            return list(self._log)
+
+    @property
+    def errors(self) -> list[Exception]:
+        """Exceptions raised by the test's own callbacks (``reject_commands``
+        predicates), oldest first. A copy.
+
+        Each also rejected the command it was called for, with an error naming
+        the exception. ``async with`` and the pytest fixture re-raise the first
+        one when they end, so a broken predicate fails its test.
+        """
+        with self._lock:
+            return list(self._faults.predicate_errors)
+
+    def raise_errors(self) -> None:
+        """Raise the first exception of :attr:`errors`, if there is one."""
+        errors = self.errors
+        if errors:
+            raise errors[0]
 
     def reset(self) -> None:
-        """Forget stored data, the request log, faults and the rate window."""
-        self._store = FakeStore()
-        self._log.clear()
-        self._faults.clear()
-        self.set_rate_limit(self._rate_limit, window=self._rate_window)
+        """Forget stored data, the request log, faults, errors and the rate window."""
+        with self._lock:
+            self._store = FakeStore()
+            self._log.clear()
+            self._faults.clear()
+            self._faults.predicate_errors.clear()
+            self._reset_rate_window()
 
     # -- faults -------------------------------------------------------------------
 
@@ -313,7 +377,8 @@ class FakeTrackingAPI(FakeServer):
             content_type=content_type,
             route=self._check_route(route),
         )
-        self._faults.add(fault, n)
+        with self._lock:
+            self._faults.add(fault, n)
 
     def delay_next(self, n: int, seconds: float, *, route: str | None = None) -> None:
         """Wait ``seconds`` before handling each of the next ``n`` requests.
@@ -321,9 +386,9 @@ class FakeTrackingAPI(FakeServer):
         The request is still processed after the wait, even when the client
         has given up by then: a timed-out request may have been stored.
         """
-        self._faults.add(
-            Fault("delay", delay=seconds, route=self._check_route(route)), n
-        )
+        fault = Fault("delay", delay=seconds, route=self._check_route(route))
+        with self._lock:
+            self._faults.add(fault, n)
 
     def drop_next(
         self, n: int = 1, *, after_store: bool = False, route: str | None = None
@@ -335,7 +400,9 @@ class FakeTrackingAPI(FakeServer):
         error for data the server has.
         """
         kind: FaultKind = "drop_after" if after_store else "drop"
-        self._faults.add(Fault(kind, route=self._check_route(route)), n)
+        fault = Fault(kind, route=self._check_route(route))
+        with self._lock:
+            self._faults.add(fault, n)
 
     def reject_commands(
         self, predicate: RejectPredicate, *, error: str = DEFAULT_REJECTION
@@ -345,8 +412,13 @@ class FakeTrackingAPI(FakeServer):
         ``name`` is ``"customers/events"`` or ``"customers"`` and ``data`` the
         command's decoded body. The command gets ``success: false`` with
         ``errors: [error]`` in its own result and is not stored.
+
+        Both routes' commands reach the predicate, so test ``name`` before
+        reading fields one route lacks. A predicate that raises rejects the
+        command and lands in :attr:`errors`; see there.
         """
-        self._faults.rejections.append((predicate, error))
+        with self._lock:
+            self._faults.rejections.append((predicate, error))
 
     def chaos(
         self,
@@ -364,18 +436,21 @@ class FakeTrackingAPI(FakeServer):
         drop before or after storing, and a ``delay``-second wait). A ``seed``
         makes the sequence repeatable. ``chaos(0)`` turns it off.
         """
-        self._faults.chaos(
-            rate, seed=seed, delay=delay, retry_after=retry_after, kinds=kinds
-        )
+        with self._lock:
+            self._faults.chaos(
+                rate, seed=seed, delay=delay, retry_after=retry_after, kinds=kinds
+            )
 
     def clear_faults(self) -> None:
         """Drop pending scripted faults and rejections, and stop chaos."""
-        self._faults.clear()
+        with self._lock:
+            self._faults.clear()
 
     @property
     def pending_faults(self) -> int:
         """How many scripted faults have not hit a request yet."""
-        return self._faults.pending
+        with self._lock:
+            return self._faults.pending
 
     def set_rate_limit(
         self, rate: float | None, *, window: float = REAL_RATE_WINDOW
@@ -385,9 +460,16 @@ class FakeTrackingAPI(FakeServer):
         Requests over the limit get 429 and their data is not stored, like the
         real API. Changing the limit starts a fresh window.
         """
+        limiter = None if rate is None else SlidingWindowLimiter(rate, window)
+        with self._lock:
+            self._limiter = limiter
+            self._rate_limit = rate
+            self._rate_window = window
+
+    def _reset_rate_window(self) -> None:
+        rate = self._rate_limit
+        window = self._rate_window
         self._limiter = None if rate is None else SlidingWindowLimiter(rate, window)
-        self._rate_limit = rate
-        self._rate_window = window
 
     # -- plumbing -------------------------------------------------------------------
 

@@ -111,7 +111,14 @@ class FaultPlan:
     fault does.
     """
 
-    __slots__ = ("_chaos_menu", "_chaos_rate", "_queue", "_rng", "rejections")
+    __slots__ = (
+        "_chaos_menu",
+        "_chaos_rate",
+        "_queue",
+        "_rng",
+        "predicate_errors",
+        "rejections",
+    )
 
     def __init__(self) -> None:
         self._queue: deque[Fault] = deque()
@@ -119,6 +126,7 @@ class FaultPlan:
         self._chaos_menu: tuple[Fault, ...] = ()
         self._rng = random.Random()
         self.rejections: list[tuple[RejectPredicate, str]] = []
+        self.predicate_errors: list[Exception] = []
 
     @property
     def pending(self) -> int:
@@ -166,9 +174,20 @@ class FaultPlan:
         return None
 
     def rejection(self, name: str, data: Mapping[str, Any]) -> str | None:
-        """The error for a write command a test chose to reject, else None."""
+        """The error for a write command a test chose to reject, else None.
+
+        A predicate that raises is a bug in the test, not a server error: the
+        exception is kept in :attr:`predicate_errors` (the test is failed with
+        it later) and the command is rejected with an error naming it, so the
+        client settles at once instead of retrying a 500 for a minute.
+        """
         for predicate, error in self.rejections:
-            if predicate(name, data):
+            try:
+                rejected = predicate(name, data)
+            except Exception as exc:
+                self.predicate_errors.append(exc)
+                return f"reject_commands predicate raised {type(exc).__name__}: {exc}"
+            if rejected:
                 return error
         return None
 

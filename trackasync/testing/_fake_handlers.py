@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, cast
@@ -20,7 +21,7 @@ from ._fake_faults import FaultPlan
 from ._fake_store import FakeStore, ServerClock
 from ._fake_validate import CustomerCommand, EventCommand, parse_customer, parse_event
 
-__all__ = ["ROUTES", "TrackingHandlers"]
+__all__ = ["ROUTES", "TrackingHandlers", "basic_auth_header", "token_auth_header"]
 
 ROUTES: Mapping[str, str] = MappingProxyType(
     {
@@ -33,6 +34,22 @@ ROUTES: Mapping[str, str] = MappingProxyType(
 """aiohttp route name -> route path under ``/track/v2/projects/{token}/``."""
 
 _SUCCESS = b'{"success":true}'
+
+
+def basic_auth_header(key_id: str, secret: str) -> str:
+    """``Basic base64(key_id:secret)``, as RFC 7617 defines it.
+
+    Computed here rather than with the client's ``PrivateKey``: a fake that
+    reused the client's encoder would accept whatever that code produced, bug
+    included.
+    """
+    token = base64.b64encode(f"{key_id}:{secret}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def token_auth_header(public_token: str) -> str:
+    """``Token <public token>``, the public API token's header."""
+    return f"Token {public_token}"
 
 
 class _BatchCommand(msgspec.Struct):
@@ -68,6 +85,12 @@ class TrackingHandlers:
         # The exact headers of the working credentials: the common case is a
         # set lookup, and only wrong headers get parsed.
         self._good_auth_headers = frozenset(auth_headers)
+        # The server may run on its own thread (the pytest fixture does that)
+        # while a test reads what it stored or scripts faults: every touch of
+        # that state, on either side, holds this lock. Nothing awaits under it.
+        # Reentrant: a test's reject_commands predicate runs under it and may
+        # read the fake (say, api.customer(...)) to decide.
+        self._lock = threading.RLock()
 
     def _json(
         self, status: int, payload: object, headers: dict[str, str] | None = None
@@ -220,7 +243,8 @@ class TrackingHandlers:
             data = msgspec.json.decode(body)
         except msgspec.DecodeError:
             return self._bad_request("Invalid JSON"), 0
-        errors = self._apply(name, data, body)
+        with self._lock:
+            errors = self._apply(name, data, body)
         if errors is None:
             return web.Response(body=_SUCCESS, content_type="application/json"), 1
         payload = {"success": False, "errors": errors}
@@ -259,7 +283,8 @@ class TrackingHandlers:
                 f"the limit is {self.max_batch_commands}"
             )
             return self._bad_request(message, self.too_many_commands_status), 0
-        results = [self._run_command(command) for command in commands]
+        with self._lock:
+            results = [self._run_command(command) for command in commands]
         payload = {
             "results": results,
             "start_time": start_time,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import signal
 import sys
 from typing import TextIO
 
+from .._config import is_loopback
 from ._fake_api import (
     DEFAULT_KEY_ID,
     DEFAULT_PROJECT_TOKEN,
@@ -17,6 +19,7 @@ from ._fake_api import (
     REAL_RATE_WINDOW,
     FakeTrackingAPI,
 )
+from ._fake_server import STATE_PATH
 
 __all__ = ["run_fake_server", "serve"]
 
@@ -25,8 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trackasync fake-server",
         description=(
-            "Serve a fake Bloomreach Tracking API for demos and benchmarks. "
-            "It keeps what it accepts in memory."
+            "Serve a fake Bloomreach Tracking API for demos, benchmarks and "
+            "tests of an application running in another process. It keeps what "
+            f"it accepts in memory; GET {STATE_PATH} returns it as JSON."
         ),
     )
     add = parser.add_argument
@@ -97,6 +101,7 @@ async def run_fake_server(
         print(f"  secret         {api.secret}", file=out)
         print(f"  public token   {api.public_token}", file=out)
         print(f"  Authorization  {api.auth.header}", file=out)
+        print(f"  stored data    GET {api.base_url}{STATE_PATH}", file=out)
         print("Stop with Ctrl-C.", file=out, flush=True)
         # Signal handlers only work in the main thread, and not on Windows.
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -114,9 +119,39 @@ async def run_fake_server(
             )
 
 
+def _flag_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, in terms of the command-line flags.
+
+    The constructor's own messages speak of keyword arguments, which a user of
+    the command never wrote.
+    """
+    if not args.allow_remote and not is_loopback(args.host):
+        return (
+            f"refusing to bind {args.host!r}: the fake server accepts anyone's "
+            "data; add --allow-remote to serve beyond the loopback interface"
+        )
+    if not (args.project_token and args.key_id and args.secret and args.public_token):
+        return (
+            "--project-token, --key-id, --secret and --public-token must be non-empty"
+        )
+    if args.rate_limit is not None and not args.rate_limit > 0:
+        return f"--rate-limit must be positive, got {args.rate_limit:g}"
+    if not args.rate_window > 0:
+        return f"--rate-window must be positive, got {args.rate_window:g}"
+    if not 0.0 <= args.chaos <= 1.0:
+        return f"--chaos must be between 0 and 1, got {args.chaos:g}"
+    if not 0 <= args.port <= 65535:
+        return f"--port must be between 0 and 65535, got {args.port}"
+    return None
+
+
 def serve(argv: list[str] | None = None) -> int:
     """Run the fake server from command-line arguments; returns the exit status."""
     args = _parser().parse_args(argv)
+    problem = _flag_problem(args)
+    if problem is not None:
+        print(f"trackasync fake-server: {problem}", file=sys.stderr)
+        return 2
     try:
         api = FakeTrackingAPI(
             host=args.host,
@@ -140,6 +175,9 @@ def serve(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     except OSError as exc:  # typically: the port is taken
-        print(f"trackasync fake-server: {exc}", file=sys.stderr)
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = "; choose another --port (0 picks a free one)"
+        print(f"trackasync fake-server: {exc.strerror or exc}{hint}", file=sys.stderr)
         return 1
     return 0

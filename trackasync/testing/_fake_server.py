@@ -22,13 +22,16 @@ from aiohttp import web
 from ._fake_faults import Fault, FaultPlan, SlidingWindowLimiter, default_error_body
 from ._fake_handlers import ROUTES, TrackingHandlers
 
-__all__ = ["FakeServer", "HandledRequest"]
+__all__ = ["STATE_PATH", "FakeServer", "HandledRequest"]
 
 # A full batch of maximum-size commands must fit; the real limit on the whole
 # body is not documented.
 _MAX_BODY_BYTES = 48 * 2**20
 
 _NOT_FOUND = "The requested URL was not found on the server"
+
+STATE_PATH = "/_fake/state"
+"""Read-only: what the fake stored, as JSON, for a test in another process."""
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _Inner = Callable[[web.Request], Awaitable[tuple[web.Response, int]]]
@@ -82,6 +85,7 @@ class FakeServer(TrackingHandlers):
             "batch": self._handle_batch,
             "system_time": self._handle_time,
         }
+        app.router.add_get(STATE_PATH, self._handle_state, name="fake_state")
         for name, handler in inner.items():
             route = ROUTES[name]
             method = "*" if route == "system/time" else "POST"  # time: GET or POST
@@ -104,7 +108,8 @@ class FakeServer(TrackingHandlers):
     ) -> web.StreamResponse:
         """Fault or rate limit first, then the route's own handler."""
         request_id = self._next_request_id()
-        fault = self._faults.take(route)
+        with self._lock:
+            fault = self._faults.take(route)
         kind = None if fault is None else fault.kind
         label = None if fault is None else fault.label
         commands = 0
@@ -141,17 +146,17 @@ class FakeServer(TrackingHandlers):
             answered = False
         if answered:
             response.headers["x-request-id"] = request_id
-        self._log.append(
-            HandledRequest(
-                request.method,
-                request.path,
-                route,
-                response.status if answered else None,
-                commands,
-                request_id,
-                label,
-            )
+        entry = HandledRequest(
+            request.method,
+            request.path,
+            route,
+            response.status if answered else None,
+            commands,
+            request_id,
+            label,
         )
+        with self._lock:
+            self._log.append(entry)
         return response
 
     @web.middleware
@@ -165,17 +170,42 @@ class FakeServer(TrackingHandlers):
             response = self._http_error(exc)
         request_id = self._next_request_id()
         response.headers["x-request-id"] = request_id
-        self._log.append(
-            HandledRequest(
-                request.method, request.path, None, response.status, 0, request_id, None
-            )
+        entry = HandledRequest(
+            request.method, request.path, None, response.status, 0, request_id, None
         )
+        with self._lock:
+            self._log.append(entry)
         return response
 
     def _http_error(self, exc: web.HTTPException) -> web.Response:
         # The real API's wording for a wrong path or base URL.
         message = _NOT_FOUND if exc.status == 404 else exc.reason
         return self._json(exc.status, {"success": False, "error": message})
+
+    async def _handle_state(self, request: web.Request) -> web.Response:
+        """``GET /_fake/state``: everything a test could read in-process.
+
+        Outside the API's path space, not authenticated (the fake only serves
+        loopback unless told otherwise), and not logged: reading the state must
+        not change it.
+        """
+        with self._lock:
+            store = self._store
+            payload = {
+                "events": store.events,
+                "event_count": store.event_count,
+                "customers": [
+                    {"customer_ids": dict(key), "properties": properties}
+                    for key, properties in store.customers.items()
+                ],
+                "duplicates": store.duplicates,
+                "requests": list(self._log),
+                "errors": [
+                    f"{type(exc).__name__}: {exc}"
+                    for exc in self._faults.predicate_errors
+                ],
+            }
+        return self._json(200, payload)
 
     def _next_request_id(self) -> str:
         return f"{self._request_id_prefix}-{next(self._request_ids):06d}"
@@ -195,10 +225,11 @@ class FakeServer(TrackingHandlers):
         return web.Response()
 
     def _rate_limited(self) -> web.Response | None:
-        limiter = self._limiter
-        if limiter is None:
-            return None
-        wait = limiter.admit(time.monotonic())
+        with self._lock:
+            limiter = self._limiter
+            if limiter is None:
+                return None
+            wait = limiter.admit(time.monotonic())
         if wait is None:
             return None
         headers = None
