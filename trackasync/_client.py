@@ -195,6 +195,16 @@ class Client:
     def __repr__(self) -> str:
         return f"<Client {self._base} auth={self._auth!r} state={self._state}>"
 
+    @classmethod
+    def from_env(cls, **options: Any) -> Client:
+        """A client configured from ``TRACKASYNC_*`` environment variables.
+
+        Keyword arguments override what the environment says; see the README.
+        """
+        from ._env import client_kwargs
+
+        return cls(**client_kwargs(options))
+
     # -- lifecycle ----------------------------------------------------------------
 
     async def __aenter__(self) -> Client:
