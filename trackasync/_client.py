@@ -31,7 +31,7 @@ from ._exceptions import (
     DeliveryFailed,
 )
 from ._ledger import Ledger, ResultHook
-from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimiter
+from ._ratelimit import DEFAULT_RATE_LIMIT, make_limiter
 from ._results import error_for, request_id
 from ._sender import MODES, Mode, Sender
 from ._stats import CloseReport, Counters, FlushResult, Stats, ThrottledWarning
@@ -117,6 +117,7 @@ class Client:
         mode: Mode = "auto",
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         rate_limit: float | None = DEFAULT_RATE_LIMIT,
+        rate_budget: str | None = None,
         retry: Retry | None = None,
         limits: Limits | None = None,
         timeout: float = DEFAULT_TIMEOUT,
@@ -168,7 +169,7 @@ class Client:
         self._encode_event = self._codec.event
         self._counters = Counters()
         self._ledger = Ledger(self._counters, on_result)
-        self._rate = RateLimiter(rate_limit)
+        self._rate = make_limiter(rate_limit, rate_budget, base_url)
         self._dropped_warning = ThrottledWarning(
             "queue full: dropped %d command(s) since the last warning"
         )
