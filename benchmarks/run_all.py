@@ -34,7 +34,16 @@ from typing import Any
 from _common import SNAPSHOT_ENV
 
 HERE = Path(__file__).resolve().parent
-NAMES = ("enqueue", "e2e", "breakdown", "memory", "slow_server", "rate_limit")
+NAMES = (
+    "enqueue",
+    "e2e",
+    "breakdown",
+    "memory",
+    "slow_server",
+    "rate_limit",
+    "shared_budget",
+    "sync_client",
+)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -174,6 +183,34 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
                 f"≥ 49: {_yes(rate['target']['met'])}",
             )
             for r in rate["summary"].values()
+        )
+    shared = reports.get("shared_budget")
+    if shared:
+        st = shared["settings"]
+        parts = [
+            f"{name}: {_median(r['accepted_requests_per_s']):.1f} requests/s "
+            f"({r['share_of_limit']:.0%} of the limit), HTTP 429: "
+            f"{sum(r['http_429_total'])}"
+            for name, r in shared["summary"].items()
+        ]
+        rows.append(
+            (
+                f"{st['processes']} processes, one host, limit {st['server_rate_limit']}",
+                "; ".join(parts),
+                f"shared: no 429 and ≥ 90 %: {_yes(shared['target']['met'])}",
+            )
+        )
+    sync = reports.get("sync_client")
+    if sync:
+        r = sync["results_us_per_call"]
+        rows.append(
+            (
+                "SyncClient.track vs Client.track_nowait, typical event",
+                f"SyncClient.track {_median(r['sync_track']):.2f} µs, "
+                f"track_nowait {_median(r['track_nowait']):.2f} µs "
+                f"(+{sync['target']['measured']:.2f} µs)",
+                f"≤ +{sync['target']['limit']:g} µs: {_yes(sync['target']['met'])}",
+            )
         )
     lines = ["| benchmark | median result | target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]

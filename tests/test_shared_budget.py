@@ -22,7 +22,9 @@ from trackasync._ratelimit import (
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX file locks")
 
 RATE = 4.0
-INTERVAL = 0.25
+# The shared budget keeps a margin under the configured rate.
+PACE = RATE * _ratelimit._SHARED_HEADROOM
+INTERVAL = 1 / PACE
 
 
 class Clock:
@@ -47,12 +49,9 @@ def path(tmp_path: Path) -> str:
 
 def test_two_limiters_share_one_pace(clock: Clock, path: str) -> None:
     a, b = SharedRateLimiter(RATE, path), SharedRateLimiter(RATE, path)
-    assert [a.delay(), b.delay(), a.delay(), b.delay()] == [
-        0.0,
-        INTERVAL,
-        2 * INTERVAL,
-        3 * INTERVAL,
-    ]
+    assert [a.delay(), b.delay(), a.delay(), b.delay()] == pytest.approx(
+        [0.0, INTERVAL, 2 * INTERVAL, 3 * INTERVAL]
+    )
     # Alone, each would have had a burst of slots at once.
     alone = RateLimiter(RATE)
     assert alone.delay() == alone.delay() == 0.0
@@ -62,27 +61,27 @@ def test_idle_time_is_not_banked(clock: Clock, path: str) -> None:
     a = SharedRateLimiter(RATE, path)
     assert a.delay() == 0.0
     clock.now += 10
-    assert [a.delay(), a.delay()] == [0.0, INTERVAL]
+    assert [a.delay(), a.delay()] == pytest.approx([0.0, INTERVAL])
 
 
 def test_a_429_in_one_process_slows_the_others(clock: Clock, path: str) -> None:
     a, b = SharedRateLimiter(RATE, path), SharedRateLimiter(RATE, path)
     a.rate_limited(2.0)
-    assert b.current_rate == RATE / 2
+    assert b.current_rate == PACE / 2
     assert b.delay() == 2.0  # the pause asked for applies to everyone
     a.rate_limited(None)  # within the cut spacing: one signal, one cut
-    assert b.current_rate == RATE / 2
+    assert b.current_rate == PACE / 2
     for _ in range(100):
         b.accepted()
-    assert a.current_rate == RATE
+    assert a.current_rate == PACE
 
 
 def test_a_lower_rate_caps_the_shared_pace(clock: Clock, path: str) -> None:
     fast, slow = SharedRateLimiter(RATE, path), SharedRateLimiter(RATE / 4, path)
     assert fast.delay() == 0.0
-    assert slow.delay() == INTERVAL  # the slot fast reserved is kept
-    assert slow.current_rate == RATE / 4
-    assert fast.delay() == INTERVAL + 1 / (RATE / 4)
+    assert slow.delay() == pytest.approx(INTERVAL)  # fast's slot is kept
+    assert slow.current_rate == PACE / 4
+    assert fast.delay() == pytest.approx(INTERVAL + 1 / (PACE / 4))
 
 
 @pytest.mark.parametrize(
@@ -99,8 +98,8 @@ def test_a_stale_or_corrupt_state_starts_over(
     Path(path).write_bytes(content)
     limiter = SharedRateLimiter(RATE, path)
     assert limiter.delay() == 0.0
-    assert limiter.current_rate == RATE
-    assert limiter.delay() == INTERVAL
+    assert limiter.current_rate == PACE
+    assert limiter.delay() == pytest.approx(INTERVAL)
 
 
 def test_budget_path_is_keyed_by_api_host(tmp_path: Path) -> None:
@@ -144,8 +143,8 @@ def test_processes_never_share_a_slot(path: str) -> None:
         assert worker.exitcode == 0
     gaps = [b - a for a, b in itertools.pairwise(slots)]
     assert len(slots) == 200
-    # 1 ms apart, give or take the float rounding of wall-clock seconds.
-    assert min(gaps) > 0.001 - 1e-6
+    # One interval apart, give or take the float rounding of wall-clock seconds.
+    assert min(gaps) > 1 / (1000.0 * _ratelimit._SHARED_HEADROOM) - 1e-6
 
 
 async def test_client_with_a_shared_budget_delivers(tmp_path: Path) -> None:
