@@ -144,3 +144,64 @@ def test_serverless_handler_flushes_before_returning(fake: ThreadedFake) -> None
         if serverless._client is not None:
             serverless._client.close(timeout=5)
             serverless._client = None
+
+
+def test_celery_worker(
+    fake: ThreadedFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    import signal
+    import time
+
+    broker = tmp_path / "broker"
+    env = {
+        **os.environ,
+        "CELERY_BROKER_FOLDER": str(broker),
+        # Nothing is sent before the worker stops: what arrives proves that the
+        # process-shutdown signal closed the client.
+        "TRACKASYNC_LINGER": "60",
+    }
+    log = tmp_path / "worker.log"
+    with open(log, "w") as log_file:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "examples.celery_app",
+                "worker",
+                "--pool=prefork",
+                "--concurrency=2",
+                "--loglevel=INFO",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        # The producer side: this process sends the tasks through the same folder.
+        monkeypatch.setenv("CELERY_BROKER_FOLDER", str(broker))
+        import examples.celery_app as celery_app
+
+        celery_app = importlib.reload(celery_app)
+        for order in range(3):
+            celery_app.order_shipped.delay("ann@example.com", order)
+        deadline = time.monotonic() + 60
+        while log.read_text().count("succeeded") < 3:
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert fake.event_count == 0  # lingering, as configured
+        worker.send_signal(signal.SIGTERM)  # a warm shutdown
+        assert worker.wait(60) == 0, log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert sorted(e.properties["order_id"] for e in fake.events()) == [0, 1, 2]
+    assert "Traceback" not in log.read_text()
