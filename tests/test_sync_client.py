@@ -173,6 +173,50 @@ def test_wait_policy_resumes_when_room_frees(fake: ThreadedFake, make: Any) -> N
     assert fake.event_count == 2
 
 
+def test_wait_policy_never_blocks_the_clients_own_thread(
+    fake: ThreadedFake, make: Any
+) -> None:
+    slow(fake, 0.3)
+    client = make(max_queue=1, overflow="wait", queue_timeout=5)
+    raised: list[BaseException] = []
+    finished = threading.Event()
+
+    def callback(_: SyncDelivery) -> None:
+        try:
+            client.track({"registered": "b"}, "page")
+            client.track({"registered": "c"}, "page")  # full: no room, no wait
+        except QueueFull as exc:
+            raised.append(exc)
+        finished.set()
+
+    client.track({"registered": "a"}, "page").add_done_callback(callback)
+    assert finished.wait(5)
+    assert len(raised) == 1
+
+
+def test_close_wakes_a_thread_waiting_for_room(fake: ThreadedFake, make: Any) -> None:
+    slow(fake, 1.0)
+    client = make(max_queue=1, overflow="wait", queue_timeout=30)
+    client.track({"registered": "a"}, "page")
+    outcome: list[BaseException] = []
+
+    def producer() -> None:
+        try:
+            client.track({"registered": "b"}, "page")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiting = threading.Thread(target=producer)
+    waiting.start()
+    time.sleep(0.1)
+    start = time.monotonic()
+    client.close(timeout=5)
+    waiting.join(5)
+    assert not waiting.is_alive()
+    assert [type(e) for e in outcome] == [ClientClosed]
+    assert time.monotonic() - start < 5
+
+
 def test_drop_new_fails_the_handle_not_the_call(fake: ThreadedFake, make: Any) -> None:
     slow(fake, 0.3)
     client = make(max_queue=2, overflow="drop_new", max_in_flight=1, linger=0.0)

@@ -118,7 +118,7 @@ _EXIT_SCRIPT = """
 import sys
 from trackasync import PrivateKey, SyncClient
 
-base_url, token, key_id, secret, linger, shutdown = sys.argv[1:7]
+base_url, token, key_id, secret, linger, shutdown, drop = sys.argv[1:8]
 client = SyncClient(
     base_url, token, auth=PrivateKey(key_id, secret),
     linger=float(linger), shutdown_timeout=float(shutdown),
@@ -126,12 +126,17 @@ client = SyncClient(
 for i in range(5):
     client.track({"registered": f"u{i}"}, "at_exit", {"i": i})
 print("tracked", flush=True)
+if drop == "drop":
+    # Nobody holds the client any more: its queue must still be delivered.
+    import gc
+    del client
+    gc.collect()
 # No close(): the interpreter's exit must deliver them.
 """
 
 
 def _run_exit_script(
-    fake: ThreadedFake, linger: float, shutdown: float
+    fake: ThreadedFake, linger: float, shutdown: float, drop: bool = False
 ) -> subprocess.CompletedProcess[str]:
     api = fake.api
     return subprocess.run(
@@ -145,6 +150,7 @@ def _run_exit_script(
             api.secret,
             str(linger),
             str(shutdown),
+            "drop" if drop else "keep",
         ],
         capture_output=True,
         text=True,
@@ -153,8 +159,11 @@ def _run_exit_script(
     )
 
 
-def test_interpreter_exit_flushes_an_unclosed_client(fake: ThreadedFake) -> None:
-    done = _run_exit_script(fake, linger=30.0, shutdown=10.0)
+@pytest.mark.parametrize("drop", [False, True], ids=["held", "dropped"])
+def test_interpreter_exit_flushes_an_unclosed_client(
+    fake: ThreadedFake, drop: bool
+) -> None:
+    done = _run_exit_script(fake, linger=30.0, shutdown=10.0, drop=drop)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "tracked"
     assert done.stderr == ""

@@ -150,9 +150,11 @@ class _Runtime:
         overflow: str,
         max_queue: int,
         queue_timeout: float | None,
+        shutdown_timeout: float,
     ) -> None:
         self.client = client
         self.queue_timeout = queue_timeout
+        self.shutdown_timeout = shutdown_timeout
         self.event = client._event
         self.customer = client._customer
         self.max_queue = max_queue
@@ -179,6 +181,8 @@ class _Runtime:
 
     def start(self) -> None:
         self.thread.start()
+        # Flushed at exit even if its SyncClient is garbage collected meanwhile.
+        _running.add(self)
         future = asyncio.run_coroutine_threadsafe(self._open(), self.loop)
         try:
             future.result(_START_TIMEOUT)
@@ -390,6 +394,7 @@ class _Runtime:
         with self.lock:
             self.closing = True
             self.room.notify_all()
+        _running.discard(self)
         self.check_alive()
         future = asyncio.run_coroutine_threadsafe(self._aclose(timeout), self.loop)
         try:
@@ -403,14 +408,35 @@ class _Runtime:
         self.thread.join(_CLOSE_GRACE)
         return report
 
+    def close_at_exit(self) -> None:
+        if self.closing:
+            return
+        try:
+            report = self.close(self.shutdown_timeout)
+        except Exception as exc:
+            # No traceback at exit: one line that says what was lost and why.
+            logger.warning(
+                "trackasync: SyncClient could not flush at exit (%s)",
+                type(exc).__name__,
+            )
+            return
+        if report.undelivered:
+            logger.warning(
+                "trackasync: %d command(s) still undelivered at exit after %g s",
+                len(report.undelivered),
+                self.shutdown_timeout,
+            )
+
     async def _aclose(self, timeout: float) -> CloseReport:
         self._drain()  # what was handed over before close() is queued, then sent
         return await self.client.aclose(timeout)
 
 
-# Every SyncClient that may hold a running thread: closed at exit, reset in a
-# forked child. Weak, so an abandoned client can still be garbage collected.
+# Every SyncClient, to reset in a forked child. Weak, so that a client nobody
+# holds can be garbage collected (its running runtime is still in _running).
 _live: weakref.WeakSet[SyncClient] = weakref.WeakSet()
+# Every started and not yet closed runtime: closed at interpreter exit.
+_running: set[_Runtime] = set()
 # Runtimes inherited through fork: kept referenced so that no finalizer ever
 # closes the parent's sockets, loop or session from the child.
 _abandoned: list[_Runtime] = []
@@ -516,7 +542,11 @@ class SyncClient:
             runtime = self._runtime
             if runtime is None:
                 runtime = _Runtime(
-                    self._client, self._overflow, self._max_queue, self._queue_timeout
+                    self._client,
+                    self._overflow,
+                    self._max_queue,
+                    self._queue_timeout,
+                    self._shutdown_timeout,
                 )
                 runtime.start()
                 self._runtime = runtime
@@ -552,25 +582,6 @@ class SyncClient:
                 report = replace(report, failed=self._merge_failed(report.failed))
         self._report = report
         return report
-
-    def _close_at_exit(self) -> None:
-        if self._closed or self._runtime is None:
-            return
-        try:
-            report = self.close(self._shutdown_timeout)
-        except Exception as exc:
-            # No traceback at exit: one line that says what was lost and why.
-            logger.warning(
-                "trackasync: SyncClient could not flush at exit (%s)",
-                type(exc).__name__,
-            )
-            return
-        if report.undelivered:
-            logger.warning(
-                "trackasync: %d command(s) still undelivered at exit after %g s",
-                len(report.undelivered),
-                self._shutdown_timeout,
-            )
 
     def _after_fork_in_child(self) -> None:
         """The child's copy: forget the parent's thread, loop and connections."""
@@ -714,13 +725,16 @@ def _refuse_green_threads() -> None:
 
 
 def _close_all_at_exit() -> None:
-    for client in list(_live):
-        client._close_at_exit()
+    for runtime in list(_running):
+        runtime.close_at_exit()
 
 
 def _reset_all_after_fork() -> None:
     for client in list(_live):
         client._after_fork_in_child()
+    # Runtimes whose client is gone: the parent's too, never to be touched here.
+    _abandoned.extend(_running)
+    _running.clear()
 
 
 # Runs before threads are joined and before the executor refuses new work (see
