@@ -15,7 +15,8 @@ timed batch is followed by an untimed ``flush()``:
   queue, which also counts a slot per command.
 
 Target: ``sync_track`` ("drop_new" and "raise", the worse of the two) at most
-3 µs above ``track_nowait`` (medians).
+3 µs above ``track_nowait``: the median over rounds of the difference within a
+round.
 
     python benchmarks/bench_sync_client.py            # full run
     python benchmarks/bench_sync_client.py --quick    # smoke run
@@ -115,9 +116,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         name: [t / batch * 1e6 for t in times] for name, times in results.items()
     }
     base = median(per_call["track_nowait"])
-    worst = max(
-        median(per_call["sync_track_drop_new"]), median(per_call["sync_track_raise"])
-    )
+    # Each round times every case back to back: the median of the per-round
+    # differences is steadier than a difference of medians on a busy machine.
+    extra = {
+        name: median([s - b for s, b in zip(values, per_call["track_nowait"])])
+        for name, values in per_call.items()
+        if name != "track_nowait"
+    }
+    worst = base + max(extra["sync_track_drop_new"], extra["sync_track_raise"])
     summary = {name: spread(values, digits=3) for name, values in per_call.items()}
     return {
         "settings": {
@@ -137,9 +143,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ],
             **summary,
         },
+        "extra_us_per_call_paired": {k: round(v, 3) for k, v in extra.items()},
         "target": {
             "what": "SyncClient.track (drop_new/raise, the worse) minus "
-            "Client.track_nowait, µs per call (medians)",
+            "Client.track_nowait, µs per call (median of per-round differences)",
             "limit": TARGET_EXTRA_US,
             "measured": round(worst - base, 3),
             "met": worst - base <= TARGET_EXTRA_US,
@@ -150,12 +157,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run")
-    parser.add_argument("--batch", type=int, default=2_000)
-    parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--samples", type=int, default=120)
     parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args(argv)
     if args.quick:
-        args.samples = 5
+        args.samples = 10
     report = header()
     report.update(run(args))
     emit(report, args.out)

@@ -201,6 +201,17 @@ def test_credentials_from_options(
     assert "not both" in err
 
 
+def test_unwritable_rejected_file_is_a_clear_error(
+    env: ThreadedFake, tmp_path: Path
+) -> None:
+    target = tmp_path / "missing" / "rejected.jsonl"
+    status, _, err = run(["-", "--rejected", str(target)], stdin=lines(EVENT))
+    assert status == 2
+    assert "cannot write" in err
+    assert "Traceback" not in err
+    assert env.event_count == 0
+
+
 def test_bulk_warning_above_the_threshold(env: ThreadedFake) -> None:
     status, _, err = run(
         ["-", "--bulk-threshold", "2"],

@@ -310,23 +310,35 @@ def send(
         err.write(f"trackasync send: cannot read {args.file}: {exc.strerror}\n")
         return 2
     try:
-        if args.dry_run:
-            return _dry_run(args, source, out, err)
         try:
-            client = SyncClient(**_options(args))
+            client = None if args.dry_run else SyncClient(**_options(args))
         except TrackError as exc:
             err.write(f"trackasync send: {exc}\n")
             return 2
-        return _send(args, client, source, out, err)
+        try:
+            rejects = _Rejects(args.rejected)
+        except OSError as exc:
+            err.write(
+                f"trackasync send: cannot write {args.rejected}: {exc.strerror}\n"
+            )
+            if client is not None:
+                client.close()
+            return 2
+        if client is None:
+            return _dry_run(args, source, rejects, out, err)
+        return _send(args, client, source, rejects, out, err)
     finally:
         source.close()
 
 
 def _dry_run(
-    args: argparse.Namespace, source: _Source, out: TextIO, err: TextIO
+    args: argparse.Namespace,
+    source: _Source,
+    rejects: _Rejects,
+    out: TextIO,
+    err: TextIO,
 ) -> int:
     client = _dry_run_client(args)
-    rejects = _Rejects(args.rejected)
     progress = _Progress(err, quiet=args.quiet)
     kinds: Counter[str] = Counter()
     encoded = 0
@@ -377,10 +389,10 @@ def _send(
     args: argparse.Namespace,
     client: SyncClient,
     source: _Source,
+    rejects: _Rejects,
     out: TextIO,
     err: TextIO,
 ) -> int:
-    rejects = _Rejects(args.rejected)
     progress = _Progress(err, quiet=args.quiet)
     delivered = 0
     counted = threading.Lock()

@@ -186,10 +186,16 @@ class _Runtime:
         future = asyncio.run_coroutine_threadsafe(self._open(), self.loop)
         try:
             future.result(_START_TIMEOUT)
-        except concurrent.futures.TimeoutError:
-            raise ClientStateError(
-                f"the background thread did not start within {_START_TIMEOUT} s"
-            ) from None
+        except BaseException as exc:
+            # Not started: stop the thread, and let the next call try afresh.
+            _running.discard(self)
+            self.closing = True
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            if isinstance(exc, concurrent.futures.TimeoutError):
+                raise ClientStateError(
+                    f"the background thread did not start within {_START_TIMEOUT} s"
+                ) from None
+            raise
 
     async def _open(self) -> None:
         await self.client.__aenter__()
