@@ -3,8 +3,9 @@
 Both clients talk to the fake server in another process, with a long linger
 and a queue larger than a batch, so no request is built while the clock runs.
 ``--samples`` batches of ``--batch`` typical events are timed with
-``time.perf_counter`` for each case, round-robin in one process, and each
-timed batch is followed by an untimed ``flush()``:
+``time.perf_counter`` for each case, round-robin in one process (the order
+rotating every round), and each timed batch is followed by an untimed
+``flush()``:
 
 - ``track_nowait``: ``Client.track_nowait`` inside its event loop (the baseline);
 - ``sync_track`` under "drop_new" and "raise": ``SyncClient.track`` from the
@@ -102,10 +103,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for sync in syncs.values():
             sync_batch(sync)
         gc.collect()
-        for _ in range(args.samples):
-            results["track_nowait"].append(loop.run_until_complete(async_batch()))
-            for policy, sync in syncs.items():
-                results[f"sync_track_{policy}"].append(sync_batch(sync))
+        cases = ["track_nowait", *(f"sync_track_{policy}" for policy in syncs)]
+        for round_ in range(args.samples):
+            # The order rotates every round: the case that follows the async
+            # client's flush, or comes first, is not always the same one.
+            shift = round_ % len(cases)
+            for case in cases[shift:] + cases[:shift]:
+                if case == "track_nowait":
+                    elapsed = loop.run_until_complete(async_batch())
+                else:
+                    elapsed = sync_batch(syncs[case.removeprefix("sync_track_")])
+                results[case].append(elapsed)
         for sync in syncs.values():
             report = sync.close(timeout=30)
             if report.undelivered:

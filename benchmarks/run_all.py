@@ -208,7 +208,7 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
                 "SyncClient.track vs Client.track_nowait, typical event",
                 f"SyncClient.track {_median(r['sync_track']):.2f} µs, "
                 f"track_nowait {_median(r['track_nowait']):.2f} µs "
-                f"(+{sync['target']['measured']:.2f} µs)",
+                f"(paired difference +{sync['target']['measured']:.2f} µs)",
                 f"≤ +{sync['target']['limit']:g} µs: {_yes(sync['target']['met'])}",
             )
         )
