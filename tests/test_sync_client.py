@@ -158,7 +158,7 @@ def test_wait_policy_blocks_the_thread_then_times_out(
     start = time.monotonic()
     with pytest.raises(QueueFull):
         client.track(IDS, "page")
-    assert 0.08 <= time.monotonic() - start < 0.5
+    assert 0.08 <= time.monotonic() - start < 3.0
 
 
 def test_wait_policy_resumes_when_room_frees(fake: ThreadedFake, make: Any) -> None:

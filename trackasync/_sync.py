@@ -36,15 +36,17 @@ import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from ._auth import PrivateKey, PublicToken
+from ._buffer import Overflow
 from ._client import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_QUEUE_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT,
     Client,
 )
+from ._config import Limits, Retry
 from ._delivery import Delivery, Receipt
 from ._exceptions import (
     ClientClosed,
@@ -53,9 +55,36 @@ from ._exceptions import (
     DeliveryFailed,
     QueueFull,
 )
+from ._ledger import ResultHook
+from ._sender import Mode
 from ._stats import CloseReport, FlushResult, Stats
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 logger = logging.getLogger("trackasync")
+
+
+class SyncClientOptions(TypedDict, total=False):
+    """The keyword options of ``Client`` that ``SyncClient`` passes on (all but
+    ``transport``: a transport is bound to one loop and cannot follow a fork)."""
+
+    max_queue: int
+    overflow: Overflow
+    queue_timeout: float | None
+    linger: float
+    mode: Mode
+    max_in_flight: int
+    rate_limit: float | None
+    rate_budget: str | None
+    retry: Retry | None
+    limits: Limits | None
+    timeout: float
+    connect_timeout: float
+    shutdown_timeout: float
+    on_result: ResultHook | None
+    allow_http: bool
+
 
 _T = TypeVar("_T")
 
@@ -466,10 +495,10 @@ class SyncClient:
         project_token: str,
         *,
         auth: PrivateKey | PublicToken,
-        **options: Any,
+        **options: Unpack[SyncClientOptions],
     ) -> None:
         _refuse_green_threads()
-        if "transport" in options and options["transport"] is not None:
+        if options.get("transport") is not None:
             # A transport is bound to one loop and one process: it cannot be
             # rebuilt after fork, so the client would not be fork-safe.
             raise ConfigError(
