@@ -180,3 +180,20 @@ def test_interpreter_exit_is_bounded_and_says_what_was_lost(
     assert done.returncode == 0
     assert "Traceback" not in done.stderr
     assert "5 command(s) still undelivered at exit" in done.stderr
+
+
+def _child_forgets_to_close(client: SyncClient) -> None:
+    for i in range(3):
+        client.track({"registered": f"f{i}"}, "unclosed_child")
+    # No flush, no close: the process's exit must deliver them.
+
+
+def test_multiprocessing_child_exit_flushes(fake: ThreadedFake) -> None:
+    client = SyncClient(**fake.client_kwargs(), linger=30.0)
+    context = multiprocessing.get_context("fork")
+    worker = context.Process(target=_child_forgets_to_close, args=(client,))
+    worker.start()
+    worker.join(30)
+    assert worker.exitcode == 0
+    assert _event_types(fake) == ["unclosed_child"] * 3
+    client.close(timeout=5)
