@@ -137,7 +137,7 @@ def _parse(line: bytes) -> _Command:
     try:
         data = _decode(line)
     except msgspec.DecodeError as exc:
-        raise ValueError(f"malformed JSON: {exc}") from None
+        raise ValueError(str(exc)) from None  # msgspec's says where and what
     if not isinstance(data, dict):
         raise ValueError("a line must be a JSON object")
     if "customer_ids" not in data:
@@ -377,6 +377,10 @@ def _dry_run(
     return 0 if rejects.count == 0 else 1
 
 
+def _reasons(reasons: Counter[str]) -> str:
+    return ", ".join(f"{reason}: {count:,}" for reason, count in reasons.most_common())
+
+
 def _bulk_warning(threshold: int) -> str:
     return (
         f"warning: more than {threshold:,} lines. The Tracking API is for real-time "
@@ -451,7 +455,9 @@ def _send(
         rejects.close()
     out.write(
         f"{commands:,} commands: {delivered:,} delivered, {rejects.count:,} not "
-        "delivered" + (f" {dict(rejects.reasons)}" if rejects.count else "") + "\n"
+        "delivered"
+        + (f" ({_reasons(rejects.reasons)})" if rejects.count else "")
+        + "\n"
     )
     unsettled = commands - delivered - rejects.count
     if unsettled or report is None:
