@@ -28,16 +28,15 @@ import concurrent.futures
 import concurrent.futures.thread
 import contextlib
 import logging
-import os
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
+from . import _fork
 from ._auth import PrivateKey, PublicToken
 from ._buffer import Overflow
 from ._client import (
@@ -467,14 +466,8 @@ class _Runtime:
         return await self.client.aclose(timeout)
 
 
-# Every SyncClient, to reset in a forked child. Weak, so that a client nobody
-# holds can be garbage collected (its running runtime is still in _running).
-_live: weakref.WeakSet[SyncClient] = weakref.WeakSet()
 # Every started and not yet closed runtime: closed at interpreter exit.
 _running: set[_Runtime] = set()
-# Runtimes inherited through fork: kept referenced so that no finalizer ever
-# closes the parent's sockets, loop or session from the child.
-_abandoned: list[_Runtime] = []
 
 
 class SyncClient:
@@ -525,7 +518,8 @@ class SyncClient:
         # Commands inherited through fork and discarded, and intake drops of
         # earlier runtimes: added to stats().
         self._discarded = 0
-        _live.add(self)
+        # Reset in a forked child (weakly held: registering keeps no client alive).
+        _fork.register(self)
 
     def __repr__(self) -> str:
         state = (
@@ -605,7 +599,7 @@ class SyncClient:
                 return self._report
             self._closed = True
             runtime = self._runtime
-        _live.discard(self)
+        _fork.unregister(self)
         budget = self._shutdown_timeout if timeout is None else timeout
         if runtime is None:
             report = CloseReport(
@@ -626,7 +620,7 @@ class SyncClient:
             return
         runtime.forked = True
         self._discarded += runtime.discarded()
-        _abandoned.append(runtime)
+        _fork.keep_forever(runtime)
         self._client = Client(*self._args, auth=self._auth, **self._options)
 
     # -- commands ---------------------------------------------------------------------
@@ -764,12 +758,17 @@ def _close_all_at_exit() -> None:
         runtime.close_at_exit()
 
 
-def _reset_all_after_fork() -> None:
-    for client in list(_live):
-        client._after_fork_in_child()
-    # Runtimes whose client is gone: the parent's too, never to be touched here.
-    _abandoned.extend(_running)
-    _running.clear()
+class _Orphans:
+    """After a fork: started runtimes whose client is gone are the parent's too."""
+
+    def _after_fork_in_child(self) -> None:
+        for runtime in _running:
+            _fork.keep_forever(runtime)
+        _running.clear()
+
+
+_orphans = _Orphans()
+_fork.register(_orphans)
 
 
 # Runs before threads are joined and before the executor refuses new work (see
@@ -781,5 +780,3 @@ else:  # pragma: no cover - every supported CPython has it
     import atexit
 
     atexit.register(_close_all_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_all_after_fork)
