@@ -32,7 +32,11 @@ os.makedirs(_folder, exist_ok=True)
 app = Celery("examples.celery_app")
 app.conf.update(
     broker_url="filesystem://",
-    broker_transport_options={"data_folder_in": _folder, "data_folder_out": _folder},
+    broker_transport_options={
+        "data_folder_in": _folder,
+        "data_folder_out": _folder,
+        "control_folder": os.path.join(_folder, "control"),
+    },
     task_ignore_result=True,
     broker_connection_retry_on_startup=True,
 )

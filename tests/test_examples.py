@@ -205,3 +205,4 @@ def test_celery_worker(
             worker.wait()
     assert sorted(e.properties["order_id"] for e in fake.events()) == [0, 1, 2]
     assert "Traceback" not in log.read_text()
+    assert not (ROOT / "control").exists()  # the broker's files stay in its folder
