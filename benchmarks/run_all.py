@@ -44,6 +44,8 @@ NAMES = (
     "rate_limit",
     "latency",
     "loop_lag",
+    "shared_budget",
+    "sync_client",
 )
 
 
@@ -279,6 +281,34 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
                     f"≤ {limit:g} ms: {_yes(client <= limit)}" if key != "idle" else "",
                 )
             )
+    shared = reports.get("shared_budget")
+    if shared:
+        st = shared["settings"]
+        parts = [
+            f"{name}: {_median(r['accepted_requests_per_s']):.1f} requests/s "
+            f"({r['share_of_limit']:.0%} of the limit), HTTP 429: "
+            f"{sum(r['http_429_total'])}"
+            for name, r in shared["summary"].items()
+        ]
+        rows.append(
+            (
+                f"{st['processes']} processes, one host, limit {st['server_rate_limit']}",
+                "; ".join(parts),
+                f"shared: no 429 and ≥ 90 %: {_yes(shared['target']['met'])}",
+            )
+        )
+    sync = reports.get("sync_client")
+    if sync:
+        r = sync["results_us_per_call"]
+        rows.append(
+            (
+                "SyncClient.track vs Client.track_nowait, typical event",
+                f"SyncClient.track {_median(r['sync_track']):.2f} µs, "
+                f"track_nowait {_median(r['track_nowait']):.2f} µs "
+                f"(paired difference +{sync['target']['measured']:.2f} µs)",
+                f"≤ +{sync['target']['limit']:g} µs: {_yes(sync['target']['met'])}",
+            )
+        )
     lines = ["| benchmark | median result | target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)

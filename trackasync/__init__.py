@@ -32,6 +32,7 @@ from ._stats import (
     FlushResult as FlushResult,
     Stats as Stats,
 )
+from ._sync import SyncClient as SyncClient, SyncDelivery as SyncDelivery
 from ._transport import (
     AiohttpTransport as AiohttpTransport,
     Request as Request,
@@ -71,6 +72,8 @@ __all__ = (
     "Retry",
     "ServerError",
     "Stats",
+    "SyncClient",
+    "SyncDelivery",
     "TrackError",
     "Transport",
     "TransportError",

@@ -1,11 +1,12 @@
-"""The ``trackasync`` command: ``demo`` and ``fake-server``."""
+"""The ``trackasync`` command: ``send``, ``demo`` and ``fake-server``."""
 
 from __future__ import annotations
 
 import sys
 
-_USAGE = """usage: trackasync {demo,fake-server} [options]
+_USAGE = """usage: trackasync {send,demo,fake-server} [options]
 
+  send         send a JSON Lines file of events and customer updates
   demo         send events through the real client to a fake Tracking API
                that injects faults, and check what it stored
   fake-server  serve the fake Tracking API on a port, for demos and for
@@ -23,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(_USAGE)
         return 0 if args else 2
     command, rest = args[0], args[1:]
+    if command == "send":
+        from ._send import send
+
+        return send(rest)
     if command == "demo":
         from ._demo import main as demo
 

@@ -37,7 +37,7 @@ from ._exceptions import (
 )
 from ._hooks import HookRunner, ResultHook
 from ._ledger import Ledger
-from ._ratelimit import DEFAULT_RATE_LIMIT, RateLimiter
+from ._ratelimit import DEFAULT_RATE_LIMIT, make_limiter
 from ._results import system_time_of
 from ._sender import MODES, Mode, Sender
 from ._stats import CloseReport, Counters, FlushResult, Stats
@@ -125,6 +125,7 @@ class Client:
         "_auth",
         "_await_linger",
         "_base",
+        "_base_url",
         "_batcher",
         "_closer",
         "_codec",
@@ -148,6 +149,7 @@ class Client:
         "_pid",
         "_queue_timeout",
         "_rate",
+        "_rate_budget",
         "_rate_limit",
         "_report",
         "_retry",
@@ -176,6 +178,7 @@ class Client:
         mode: Mode = "auto",
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         rate_limit: float | None = DEFAULT_RATE_LIMIT,
+        rate_budget: str | None = None,
         retry: Retry | None = None,
         limits: Limits | None = None,
         timeout: float = DEFAULT_TIMEOUT,
@@ -233,6 +236,8 @@ class Client:
         self._encode_event = self._codec.event
         self._on_result = on_result
         self._rate_limit = rate_limit
+        self._rate_budget = rate_budget
+        self._base_url = base_url
         self._max_queue = max_queue
         self._overflow: Overflow = overflow
         self._timeouts = (timeout, connect_timeout)
@@ -251,7 +256,7 @@ class Client:
         self._counters = Counters()
         self._hooks = None if self._on_result is None else HookRunner(self._on_result)
         self._ledger = Ledger(self._counters, self._hooks)
-        self._rate = RateLimiter(self._rate_limit)
+        self._rate = make_limiter(self._rate_limit, self._rate_budget, self._base_url)
         self._store = MemoryStore(
             self._max_queue,
             self._overflow,
@@ -328,6 +333,16 @@ class Client:
             )
             warnings.warn(message, ResourceWarning, stacklevel=1)
             logger.warning(message)
+
+    @classmethod
+    def from_env(cls, **options: Any) -> Client:
+        """A client configured from ``TRACKASYNC_*`` environment variables.
+
+        Keyword arguments override what the environment says; see the README.
+        """
+        from ._env import client_kwargs
+
+        return cls(**client_kwargs(options))
 
     # -- lifecycle ----------------------------------------------------------------
 

@@ -19,6 +19,8 @@ from trackasync import (
     Receipt,
     Retry,
     Stats,
+    SyncClient,
+    SyncDelivery,
 )
 from trackasync.testing import FakeTrackingAPI, RecordingTransport
 
@@ -70,3 +72,33 @@ async def use_fake() -> None:
         public: PublicToken = api.public_auth
         count: int = api.event_count
         del public, count
+
+
+def use_sync_client() -> None:
+    with SyncClient(
+        "https://api.exponea.com",
+        "token",
+        auth=PublicToken("token"),
+        overflow="raise",
+        queue_timeout=None,
+        rate_budget="host",
+        retry=Retry.none(),
+        shutdown_timeout=5.0,
+    ) as client:
+        handle: SyncDelivery = client.track({"registered": "a"}, "view", {"x": 1})
+        done: bool = handle.done()
+        receipt: Receipt = handle.result(timeout=1.0)
+        failure: DeliveryFailed | None = handle.exception(timeout=1.0)
+        handle.add_done_callback(lambda h: None)
+        update: SyncDelivery = client.update_customer(
+            {"registered": "a"}, {"t": 1}, update_timestamp=1700000000
+        )
+        waited: Receipt = client.track_and_wait({"registered": "a"}, "v", timeout=2)
+        flushed: FlushResult = client.flush(timeout=1.0)
+        server_time: float = client.system_time(timeout=1.0)
+        stats: Stats = client.stats()
+    report: CloseReport = client.close(timeout=1.0)
+    from_env: Client = Client.from_env(linger=0.1)
+    sync_from_env: SyncClient = SyncClient.from_env(max_queue=10)
+    del done, receipt, failure, update, waited, flushed, server_time, stats, report
+    del from_env, sync_from_env

@@ -1,0 +1,1 @@
+"""Runnable examples; each reads its settings from TRACKASYNC_* variables."""
