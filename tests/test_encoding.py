@@ -20,7 +20,7 @@ from hypothesis import given, settings, strategies as st
 
 from trackasync import _encoding
 from trackasync._config import Limits
-from trackasync._encoding import Codec
+from trackasync._encoding import Codec, _valid_id_value
 from trackasync._exceptions import InvalidEvent, PayloadTooLarge
 
 IDS = {"registered": "ann@example.com"}
@@ -140,6 +140,51 @@ def test_valid_customer_ids_are_kept(value: str) -> None:
     assert event(codec(), {}, ids=ids)["customer_ids"] == ids
     body = codec().customer(ids, {"a": 1}, TS)
     assert msgspec.json.decode(body)["customer_ids"] == ids
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(
+    st.one_of(
+        st.text(max_size=12),
+        st.sampled_from(["null", "NULL", "Undefined", "9f1c-0000", "abcd", " null"]),
+    )
+)
+def test_id_values_are_judged_like_the_full_check(value: str) -> None:
+    """Property: the fast id check never accepts what the full check refuses,
+    nor refuses what it accepts, on both routes."""
+    expected = _valid_id_value(value)
+    c = codec()
+    for call in (
+        lambda: c.event({"registered": value}, "test", {"a": 1}, TS),
+        lambda: c.customer({"registered": value}, {"a": 1}, TS),
+    ):
+        try:
+            call()
+        except InvalidEvent:
+            assert not expected
+        else:
+            assert expected
+
+
+def test_ids_of_null_like_length_take_the_fast_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ids four or nine characters long ("9f1c-0000") are not sent down the
+    full check just for their length; "null"-likes of those lengths are."""
+    seen: list[object] = []
+    full = Codec._check_id
+
+    def spy(name: object, value: object) -> None:
+        seen.append(value)
+        full(name, value)
+
+    monkeypatch.setattr(Codec, "_check_id", staticmethod(spy))
+    c = codec()
+    c.event({"registered": "9f1c-0000", "cookie": "ab12"}, "test", {"a": 1}, TS)
+    assert seen == []
+    with pytest.raises(InvalidEvent):
+        c.event({"registered": "NuLl"}, "test", {"a": 1}, TS)
+    assert seen == ["NuLl"]
 
 
 # -- event_type and properties -------------------------------------------------

@@ -51,8 +51,10 @@ class _CustomerUpdate(msgspec.Struct, gc=False):
 
 # A value that starts and ends with a letter or digit holds one, and can only
 # be "null"/"undefined" (in some letter case) if it has exactly their length:
-# those lengths, and the empty string, take the full check.
-_SUSPECT_LENGTHS = frozenset((0, len("null"), len("undefined")))
+# at those lengths one lower() tells (ids such as "9f1c-0000" have them, so
+# they must not take the full check); empty values take the full check.
+_SUSPECT_LENGTHS = frozenset((len("null"), len("undefined")))
+_NULLS = frozenset(("null", "undefined"))
 _join = "".join
 # True if every class in the iterable is a plain JSON scalar's: one C-level pass
 # over the property values, so ordinary events never look at their text.
@@ -110,9 +112,10 @@ class Codec:
                     name.__class__ is not str
                     or not name
                     or value.__class__ is not str
-                    or len(value) in _SUSPECT_LENGTHS
+                    or not value
                     or not value[0].isalnum()
                     or not value[-1].isalnum()
+                    or (len(value) in _SUSPECT_LENGTHS and value.lower() in _NULLS)
                 ):
                     self._check_id(name, value)
         if event_type.__class__ is not str or not event_type:
@@ -125,13 +128,14 @@ class Codec:
             props = self._properties(props)
         try:
             body = self._encode(_Event(ids, event_type, timestamp, props))
-        except Exception:
-            body = b""  # not encodable as is: the slow path settles or names it
-        if (
-            not body
-            or len(body) >= self._max_value
-            or not _all_plain(map(_type, props.values()))
-        ):
+        except Exception:  # not encodable as is: settled or named in _recheck
+            return self._recheck(
+                b"",
+                ids,
+                props,
+                lambda p: self._encode(_Event(ids, event_type, timestamp, p)),
+            )
+        if len(body) >= self._max_value or not _all_plain(map(_type, props.values())):
             body = self._recheck(
                 body,
                 ids,
@@ -153,21 +157,16 @@ class Codec:
             raise InvalidEvent(
                 "update_customer needs at least one property", field="properties"
             )
+
+        def reencode(settled: dict[str, Any]) -> bytes:
+            return self._encode(_CustomerUpdate(ids, settled, update_timestamp))
+
         try:
             body = self._encode(_CustomerUpdate(ids, props, update_timestamp))
         except Exception:
-            body = b""
-        if (
-            not body
-            or len(body) >= self._max_value
-            or not _all_plain(map(_type, props.values()))
-        ):
-            body = self._recheck(
-                body,
-                ids,
-                props,
-                lambda p: self._encode(_CustomerUpdate(ids, p, update_timestamp)),
-            )
+            return self._recheck(b"", ids, props, reencode)
+        if len(body) >= self._max_value or not _all_plain(map(_type, props.values())):
+            body = self._recheck(body, ids, props, reencode)
         return body
 
     def _ids(self, customer_ids: Mapping[str, str]) -> Mapping[str, str]:
@@ -190,9 +189,10 @@ class Codec:
                 name.__class__ is not str
                 or not name
                 or value.__class__ is not str
-                or len(value) in _SUSPECT_LENGTHS
+                or not value
                 or not value[0].isalnum()
                 or not value[-1].isalnum()
+                or (len(value) in _SUSPECT_LENGTHS and value.lower() in _NULLS)
             ):
                 self._check_id(name, value)
         return customer_ids
