@@ -485,6 +485,41 @@ def test_any_depth_is_accepted_or_invalid_event(
             assert '"The Thing"' in text
 
 
+def test_cyclic_properties_are_refused() -> None:
+    """A structure that contains itself is refused, not a RecursionError."""
+    loop: dict[str, Any] = {"at": datetime(2024, 1, 1, tzinfo=PLUS_TWO)}
+    loop["self"] = loop
+    cycle: list[Any] = ["T"]
+    cycle.append(cycle)
+    for props in ({"loop": loop}, {"cycle": cycle}):
+        for route in ("event", "customer"):
+            with pytest.raises(InvalidEvent):
+                encode(codec(), route, props)
+
+
+class _Hostile(Mapping[str, Any]):
+    """A mapping that fails when read."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("secret-token-123")
+
+    def __iter__(self) -> Any:
+        return iter(["a"])
+
+    def __len__(self) -> int:
+        return 1
+
+
+def test_a_nested_mapping_that_fails_is_refused_without_its_message() -> None:
+    """A nested mapping that raises while read gives InvalidEvent naming the
+    property, and not the mapping's own error text."""
+    for route in ("event", "customer"):
+        with pytest.raises(InvalidEvent) as info:
+            encode(codec(), route, {"ok": 1, "bad": {"in": _Hostile()}})
+        assert info.value.field == "bad"
+        assert "secret-token-123" not in str(info.value)
+
+
 @pytest.mark.parametrize("kind", ["list", "dict"])
 def test_datetime_at_depth_600_is_converted(kind: str) -> None:
     """Nesting that msgspec encodes is also walked for datetimes, without

@@ -43,7 +43,15 @@ def enc_hook(value: object) -> object:
     """msgspec's hook for types it does not encode natively: any other Mapping
     is sent as an object (like a dict); everything else stays unsupported."""
     if isinstance(value, Mapping):
-        return dict(value)
+        try:
+            return dict(value)
+        except Exception:
+            # The caller's mapping failed while being read: a refusal, like
+            # any other value that cannot be encoded (its message may not be
+            # shown, it could quote the mapping's contents).
+            raise TypeError(
+                f"a {type(value).__name__} mapping that could not be read"
+            ) from None
     if isinstance(value, (tuple, frozenset)):
         # Encoded natively as values, so the hook meets them only as keys.
         raise TypeError("Only dicts with str-like or number-like keys are supported")
