@@ -510,6 +510,19 @@ class _Hostile(Mapping[str, Any]):
         return 1
 
 
+@pytest.mark.parametrize("route", ["event", "customer"])
+@pytest.mark.parametrize("where", ["customer_ids", "properties"])
+def test_a_mapping_that_fails_when_read_is_refused(route: str, where: str) -> None:
+    """customer_ids or properties that raise while read give InvalidEvent for
+    that argument, without the mapping's own error text."""
+    ids: Any = _Hostile() if where == "customer_ids" else IDS
+    props: Any = _Hostile() if where == "properties" else {"a": 1}
+    with pytest.raises(InvalidEvent) as info:
+        encode(codec(), route, props, ids=ids)
+    assert info.value.field == where
+    assert "secret-token-123" not in str(info.value)
+
+
 def test_a_nested_mapping_that_fails_is_refused_without_its_message() -> None:
     """A nested mapping that raises while read gives InvalidEvent naming the
     property, and not the mapping's own error text."""

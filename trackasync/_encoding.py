@@ -63,6 +63,21 @@ _type = type
 _MAX_KNOWN_NAMES = 10_000
 
 
+def _read_mapping(mapping: Mapping[str, Any], field: str) -> dict[str, Any]:
+    """A plain dict of the caller's mapping; InvalidEvent if reading it fails.
+
+    The mapping's own error is not quoted: its text could carry its contents.
+    """
+    try:
+        return dict(mapping)
+    except Exception as exc:
+        raise InvalidEvent(
+            f"{field} could not be read as a mapping ({type(exc).__name__} "
+            "while reading it)",
+            field=field,
+        ) from None
+
+
 def _valid_id_value(value: object) -> bool:
     """At least one letter or digit, and not the strings "null" / "undefined"."""
     return (
@@ -177,7 +192,7 @@ class Codec:
                     f"got {type(customer_ids).__name__}",
                     field="customer_ids",
                 )
-            customer_ids = dict(customer_ids)
+            customer_ids = _read_mapping(customer_ids, "customer_ids")
         if not customer_ids:
             raise InvalidEvent(
                 "customer_ids needs at least one id, e.g. {'registered': 'ann@example.com'}",
@@ -206,7 +221,7 @@ class Codec:
                     f"properties must be a mapping, got {type(properties).__name__}",
                     field="properties",
                 )
-            properties = dict(properties)
+            properties = _read_mapping(properties, "properties")
         try:
             _join(properties)  # C-speed check that every name is a str
         except TypeError:
