@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import warnings
+import weakref
 from typing import Any
 
 import pytest
@@ -52,12 +54,46 @@ def test_deliveries_compare_by_identity() -> None:
 
 
 def test_a_queued_delivery_is_not_tracked_by_the_gc() -> None:
-    """A pending delivery holds plain values, so a full queue adds no GC work;
-    once it holds an outcome object, the collector sees it (cycles stay collectable)."""
+    """A pending delivery holds plain values, so a full queue adds no GC work."""
     delivery = make()
     assert not gc.is_tracked(delivery)
-    delivery._settle(failure())
-    assert gc.is_tracked(delivery)
+    delivery.attempts += 1
+    assert not gc.is_tracked(delivery)
+
+
+def test_a_delivered_delivery_stays_untracked_by_the_gc() -> None:
+    """Storing an accepting outcome does not make the collector track it again,
+    so a backlog of delivered commands kept by an application costs no GC time."""
+    accepted = Accepted(200, "req-1", 11.0)
+    deliveries = [make() for _ in range(3)]
+    for delivery in deliveries:
+        assert delivery._settle(accepted)
+    assert not gc.is_tracked(accepted)
+    assert not any(gc.is_tracked(delivery) for delivery in deliveries)
+    assert deliveries[0].result().request_id == "req-1"
+
+
+def test_a_failed_delivery_is_tracked_so_cycles_are_collected() -> None:
+    """A failure is an exception: raised from ``result()`` it holds a traceback,
+    and so the caller's frame, and the delivery in it. The delivery is tracked,
+    so that cycle is collected."""
+
+    class Marker:
+        pass
+
+    def fail_and_drop() -> weakref.ref[Marker]:
+        marker = Marker()
+        delivery = make()
+        delivery._settle(failure())
+        assert gc.is_tracked(delivery)
+        with contextlib.suppress(DeliveryFailed):
+            # The failure's traceback now holds this frame, marker included.
+            delivery.result()
+        return weakref.ref(marker)
+
+    ref = fail_and_drop()
+    gc.collect()
+    assert ref() is None
 
 
 def test_data_decodes_the_body() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from datetime import datetime, timedelta, timezone
@@ -10,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from trackasync import _timestamps
 from trackasync._exceptions import InvalidEvent
@@ -149,3 +151,80 @@ def test_now_has_at_most_six_decimals(monkeypatch: pytest.MonkeyPatch) -> None:
     real = now()
     assert abs(real - datetime.now(timezone.utc).timestamp()) < 5
     assert len(repr(real).partition(".")[2]) <= 6
+
+
+# -- the fast path for int and float seconds --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        1764547200.001,
+        1764547200.1234567,  # seven decimals, as time.time() gives
+        1722458972.0000005,
+        1 / 128,  # 0.0078125: an exact tie at six decimals, rounded to even
+        0.0000005,
+        2.5e-6,
+        1e-7,
+        -0.0,
+        5e-324,
+        2**51 / 1e6 - 1e-6,  # the end of the fast range
+        2**51 / 1e6,
+        2**51 / 1e6 + 0.3333333,
+        2.9e9 + 0.1234565,
+        float(MAX_SECONDS),
+    ],
+)
+def test_float_fast_path_gives_the_same_float_as_round(value: float) -> None:
+    """Whatever path a float takes, the result is ``round(value, 6)`` exactly
+    (same repr, so the same bytes on the wire), ties and edges included."""
+    assert repr(to_seconds(value, "timestamp")) == repr(round(value, 6))
+
+
+@settings(max_examples=3000, deadline=None, database=None)
+@given(
+    st.one_of(
+        st.floats(min_value=0.0, max_value=MAX_SECONDS),
+        st.floats(min_value=1.5e9, max_value=2.3e9),
+        # Values on or next to a half microsecond, where rounding can tip.
+        st.integers(min_value=0, max_value=2 * 10**15).map(lambda n: (n + 0.5) / 1e6),
+        st.integers(min_value=0, max_value=10**15).flatmap(
+            lambda n: st.sampled_from([n / 1e6, math.nextafter(n / 1e6, 0.0)])
+        ),
+    )
+)
+def test_random_floats_round_exactly_like_round(value: float) -> None:
+    """Property: the fast rounding never differs from ``round(value, 6)``."""
+    assert repr(to_seconds(value, "timestamp")) == repr(round(value, 6))
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(st.integers(min_value=0, max_value=int(MAX_SECONDS)))
+def test_random_ints_become_the_same_float(value: int) -> None:
+    """Property: int seconds become ``round(float(value), 6)``."""
+    result = to_seconds(value, "timestamp")
+    assert type(result) is float
+    assert repr(result) == repr(round(float(value), 6))
+
+
+def test_common_timestamps_skip_the_general_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Int and float seconds of today's dates are converted without the general
+    path; everything else (and every invalid value) still reaches it."""
+    seen: list[object] = []
+    general = _timestamps._to_seconds
+
+    def spy(value: object, field: str) -> float:
+        seen.append(value)
+        return general(value, field)
+
+    monkeypatch.setattr(_timestamps, "_to_seconds", spy)
+    for common in (1764547200, 1764547200.001, 1764547200.1234567, 1.5):
+        to_seconds(common, "timestamp")
+    assert seen == []
+    slow: list[object] = [True, -1.0, math.nan, 3e9 + 0.5, 0.0, "2024-08-01"]
+    for value in slow:
+        with contextlib.suppress(InvalidEvent):
+            to_seconds(value, "timestamp")
+    assert seen == slow

@@ -38,11 +38,17 @@ class Receipt:
     latency: float
 
 
-class Accepted(msgspec.Struct, frozen=True):
+class Accepted(msgspec.Struct, frozen=True, gc=False):
     """What one accepting answer says about every command it accepted.
 
     Shared by all commands of one request, so accepting 50 commands costs one
     object; each command's ``Receipt`` is built only if someone asks for it.
+
+    ``gc=False`` keeps a delivered ``Delivery`` untracked by the garbage
+    collector: msgspec tracks a Struct again as soon as a field is set to an
+    object of a collected type, and this one (an int, a str or None and a
+    float) can never be part of a reference cycle. A backlog of delivered
+    commands held by an application then costs the collector nothing.
     """
 
     status: int
@@ -59,8 +65,11 @@ class Delivery(msgspec.Struct, eq=False):
 
     It is a Struct (with identity equality) because one is created per call:
     that costs less than half of a slotted class's ``__init__``, and msgspec
-    leaves it untracked by the garbage collector while it holds plain values
-    (until it has an outcome), which spares a queue of thousands of them.
+    leaves it untracked by the garbage collector while it holds plain values,
+    which spares a queue of thousands of them. Being delivered keeps it so
+    (see ``Accepted``); a failure, an exception that can carry a traceback and
+    so close a cycle through the caller's frame, makes it tracked, and so does
+    awaiting it or adding a callback (a list of waiters).
     """
 
     #: ``"customers/events"`` or ``"customers"``: the API's name for the command.

@@ -1,29 +1,31 @@
 """Validating and encoding commands, once, at the call.
 
 The hot path (``Codec.event`` / ``Codec.customer``) does only cheap checks and one
-``msgspec`` encode. Anything unusual (a failed encode, a large body, a possible
-datetime) drops to a slow path that finds the culprit and names it.
+``msgspec`` encode. Anything unusual (a failed encode, a large body, a property
+value that is not a plain str, int, float, bool or None) drops to a slow path
+that settles such values (``_values.normalise``) and names any culprit.
 
-Conversions worth knowing (documented in the README):
+Conversions worth knowing (documented in the README, decided in ``_values``):
 
 - ``datetime`` values inside properties are sent as UTC (``...Z``): the API's ISO
   reader does not take offsets. Naive datetimes are refused.
-- NaN and infinities inside properties are sent as ``null``, the JSON rendering
-  of "no number" (JSON itself cannot carry them).
+- NaN and infinities inside properties (float or Decimal) are sent as ``null``,
+  the JSON rendering of "no number" (JSON itself cannot carry them); finite
+  ``Decimal`` values are JSON numbers, digit for digit.
 - Property names must be strings; keys of nested objects follow JSON encoding
   (an ``int`` key becomes a string, as ``json.dumps`` does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
 from ._config import Limits
 from ._exceptions import InvalidEvent, PayloadTooLarge
+from ._values import PLAIN, enc_hook, normalise
 
 
 class _Event(msgspec.Struct, gc=False):
@@ -49,10 +51,31 @@ class _CustomerUpdate(msgspec.Struct, gc=False):
 
 # A value that starts and ends with a letter or digit holds one, and can only
 # be "null"/"undefined" (in some letter case) if it has exactly their length:
-# those lengths, and the empty string, take the full check.
-_SUSPECT_LENGTHS = frozenset((0, len("null"), len("undefined")))
+# at those lengths one lower() tells (ids such as "9f1c-0000" have them, so
+# they must not take the full check); empty values take the full check.
+_SUSPECT_LENGTHS = frozenset((len("null"), len("undefined")))
+_NULLS = frozenset(("null", "undefined"))
 _join = "".join
+# True if every class in the iterable is a plain JSON scalar's: one C-level pass
+# over the property values, so ordinary events never look at their text.
+_all_plain = PLAIN.issuperset
+_type = type
 _MAX_KNOWN_NAMES = 10_000
+
+
+def _read_mapping(mapping: Mapping[str, Any], field: str) -> dict[str, Any]:
+    """A plain dict of the caller's mapping; InvalidEvent if reading it fails.
+
+    The mapping's own error is not quoted: its text could carry its contents.
+    """
+    try:
+        return dict(mapping)
+    except Exception as exc:
+        raise InvalidEvent(
+            f"{field} could not be read as a mapping ({type(exc).__name__} "
+            "while reading it)",
+            field=field,
+        ) from None
 
 
 def _valid_id_value(value: object) -> bool:
@@ -70,7 +93,9 @@ class Codec:
     __slots__ = ("_encode", "_max_command", "_max_value", "_names")
 
     def __init__(self, limits: Limits) -> None:
-        self._encode = msgspec.json.Encoder().encode
+        self._encode = msgspec.json.Encoder(
+            enc_hook=enc_hook, decimal_format="number"
+        ).encode
         # Property names already seen, all str: checking a dict's names against
         # this set costs half of checking each name's type, and applications use
         # a bounded vocabulary of names. Bounded, in case one does not.
@@ -102,9 +127,10 @@ class Codec:
                     name.__class__ is not str
                     or not name
                     or value.__class__ is not str
-                    or len(value) in _SUSPECT_LENGTHS
+                    or not value
                     or not value[0].isalnum()
                     or not value[-1].isalnum()
+                    or (len(value) in _SUSPECT_LENGTHS and value.lower() in _NULLS)
                 ):
                     self._check_id(name, value)
         if event_type.__class__ is not str or not event_type:
@@ -117,14 +143,19 @@ class Codec:
             props = self._properties(props)
         try:
             body = self._encode(_Event(ids, event_type, timestamp, props))
-        except Exception as exc:
-            raise self._diagnose(ids, props, exc) from None
-        # 84 is "T": a datetime may be inside. An int needle makes this a memchr.
-        if len(body) >= self._max_value or 84 in body:
+        except Exception:  # not encodable as is: settled or named in _recheck
+            return self._recheck(
+                b"",
+                ids,
+                props,
+                lambda p: self._encode(_Event(ids, event_type, timestamp, p)),
+            )
+        if len(body) >= self._max_value or not _all_plain(map(_type, props.values())):
             body = self._recheck(
                 body,
+                ids,
                 props,
-                lambda p: self.event(ids, event_type, p, timestamp),
+                lambda p: self._encode(_Event(ids, event_type, timestamp, p)),
             )
         return body
 
@@ -141,14 +172,16 @@ class Codec:
             raise InvalidEvent(
                 "update_customer needs at least one property", field="properties"
             )
+
+        def reencode(settled: dict[str, Any]) -> bytes:
+            return self._encode(_CustomerUpdate(ids, settled, update_timestamp))
+
         try:
             body = self._encode(_CustomerUpdate(ids, props, update_timestamp))
-        except Exception as exc:
-            raise self._diagnose(ids, props, exc) from None
-        if len(body) >= self._max_value or 84 in body:
-            body = self._recheck(
-                body, props, lambda p: self.customer(ids, p, update_timestamp)
-            )
+        except Exception:
+            return self._recheck(b"", ids, props, reencode)
+        if len(body) >= self._max_value or not _all_plain(map(_type, props.values())):
+            body = self._recheck(body, ids, props, reencode)
         return body
 
     def _ids(self, customer_ids: Mapping[str, str]) -> Mapping[str, str]:
@@ -159,7 +192,7 @@ class Codec:
                     f"got {type(customer_ids).__name__}",
                     field="customer_ids",
                 )
-            customer_ids = dict(customer_ids)
+            customer_ids = _read_mapping(customer_ids, "customer_ids")
         if not customer_ids:
             raise InvalidEvent(
                 "customer_ids needs at least one id, e.g. {'registered': 'ann@example.com'}",
@@ -171,9 +204,10 @@ class Codec:
                 name.__class__ is not str
                 or not name
                 or value.__class__ is not str
-                or len(value) in _SUSPECT_LENGTHS
+                or not value
                 or not value[0].isalnum()
                 or not value[-1].isalnum()
+                or (len(value) in _SUSPECT_LENGTHS and value.lower() in _NULLS)
             ):
                 self._check_id(name, value)
         return customer_ids
@@ -187,7 +221,7 @@ class Codec:
                     f"properties must be a mapping, got {type(properties).__name__}",
                     field="properties",
                 )
-            properties = dict(properties)
+            properties = _read_mapping(properties, "properties")
         try:
             _join(properties)  # C-speed check that every name is a str
         except TypeError:
@@ -232,11 +266,28 @@ class Codec:
                     )
         return InvalidEvent(f"command cannot be encoded as JSON: {exc}")
 
-    def _recheck(self, body: bytes, props: dict[str, Any], reencode: Any) -> bytes:
-        """Size limits and datetime conversion, for the rare bodies that need them."""
-        converted = _utc_datetimes(props)
-        if converted is not props:
-            return reencode(converted)  # type: ignore[no-any-return]
+    def _recheck(
+        self,
+        body: bytes,
+        ids: Mapping[str, str],
+        props: dict[str, Any],
+        reencode: Callable[[dict[str, Any]], bytes],
+    ) -> bytes:
+        """Settled values and size limits, for the rare bodies that need them.
+
+        ``body`` is the encoding of ``props`` as given, or empty if that failed.
+        """
+        if body and _all_plain(map(_type, props.values())):
+            settled = None  # only here for its size
+        else:
+            settled = normalise(props)
+        if settled is not None or not body:
+            if settled is not None:
+                props = settled
+            try:
+                body = reencode(props)
+            except Exception as exc:
+                raise self._diagnose(ids, props, exc) from None
         size = len(body)
         if size >= self._max_command:
             raise PayloadTooLarge(
@@ -257,46 +308,3 @@ class Codec:
                         limit=self._max_value,
                     )
         return body
-
-
-def _utc_datetimes(value: Any, path: str = "") -> Any:
-    """``value`` with every datetime moved to UTC; the same object if none changed.
-
-    Returning the very same object when nothing needed converting lets the caller
-    skip the second encode, which is the common case (a "T" in some string).
-    """
-    cls = value.__class__
-    if cls is dict:
-        out: dict[Any, Any] | None = None
-        for key, item in value.items():
-            new = _utc_datetimes(item, f"{path}.{key}" if path else str(key))
-            if new is not item:
-                if out is None:
-                    out = dict(value)
-                out[key] = new
-        return value if out is None else out
-    if cls is list or cls is tuple:
-        items = [
-            _utc_datetimes(item, f"{path}[{index}]") for index, item in enumerate(value)
-        ]
-        if all(new is old for new, old in zip(items, value)):
-            return value
-        return items
-    if isinstance(value, datetime):
-        offset = value.utcoffset()
-        if offset is None:
-            raise InvalidEvent(
-                f"property {path!r} is a naive datetime; give it a tzinfo so it can "
-                "be sent as UTC",
-                field=path,
-            )
-        if offset or value.tzinfo is not timezone.utc:
-            try:
-                return value.astimezone(timezone.utc)
-            except OverflowError:
-                raise InvalidEvent(
-                    f"property {path!r} is a datetime outside the range UTC can "
-                    "represent",
-                    field=path,
-                ) from None
-    return value

@@ -1,0 +1,206 @@
+"""What property values become on the wire, for the values that need a decision.
+
+``Codec`` encodes ordinary JSON values (str, int, float, bool, None, and dicts
+and lists of them) with msgspec directly. Everything else goes through
+``normalise`` first, which settles every value whose meaning would otherwise
+change on the wire (the README lists them):
+
+- aware ``datetime`` -> the same instant in UTC (``...Z``); naive ones refused;
+- ``time`` with a ``tzinfo`` refused (its UTC form depends on a date);
+- ``Decimal`` NaN / infinities -> ``None`` (``null``), as for floats; finite
+  ones are left to the encoder, which writes them as JSON numbers;
+- ``bytes``, ``bytearray``, ``memoryview`` and ``timedelta`` refused.
+
+Containers of every kind msgspec encodes (dict subclasses, other mappings,
+lists, tuples, sets, dataclasses, Structs, Enums) are first flattened to dicts
+and lists by ``msgspec.to_builtins``, in C, so one walk over dicts and lists
+reaches every value wherever it sits. The walk is iterative: no nesting depth
+that msgspec accepts can overflow the Python stack here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from ._exceptions import InvalidEvent
+
+#: Classes of values that need no decision: a dict of only these is sent as is.
+PLAIN = frozenset((str, int, float, bool, type(None)))
+
+# Left as they are by ``to_builtins`` so that the walk sees them (``date``,
+# ``UUID`` and Enums become the strings and values msgspec would write anyway).
+_KEPT = (datetime, time, timedelta, Decimal, bytes, bytearray, memoryview)
+_REFUSED_BYTES = (bytes, bytearray, memoryview)
+_UTC = timezone.utc
+
+
+def enc_hook(value: object) -> object:
+    """msgspec's hook for types it does not encode natively: any other Mapping
+    is sent as an object (like a dict); everything else stays unsupported."""
+    if isinstance(value, Mapping):
+        try:
+            return dict(value)
+        except Exception:
+            # The caller's mapping failed while being read: a refusal, like
+            # any other value that cannot be encoded (its message may not be
+            # shown, it could quote the mapping's contents).
+            raise TypeError(
+                f"a {type(value).__name__} mapping that could not be read"
+            ) from None
+    if isinstance(value, (tuple, frozenset)):
+        # Encoded natively as values, so the hook meets them only as keys.
+        raise TypeError("Only dicts with str-like or number-like keys are supported")
+    # msgspec passes this message on; never the value's repr (it could be big).
+    raise TypeError(f"Encoding objects of type {type(value).__name__} is unsupported")
+
+
+def normalise(properties: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``properties`` with every value settled, or None if none needed settling.
+
+    None means the caller's own encoding is already what goes on the wire.
+    Raises ``InvalidEvent`` naming the property path of a refused value, and for
+    values msgspec cannot represent (unsupported types, nesting too deep).
+    """
+    try:
+        flat = msgspec.to_builtins(properties, builtin_types=_KEPT, enc_hook=enc_hook)
+    except RecursionError:
+        raise InvalidEvent(
+            "properties are nested too deeply to be encoded", field="properties"
+        ) from None
+    except (TypeError, ValueError) as exc:
+        raise _unsupported(properties, exc) from None
+    # ``to_builtins`` built fresh dicts and lists: they can be changed in place.
+    changed = False
+    stack: list[tuple[Any, str]] = [(flat, "")]
+    while stack:
+        container, path = stack.pop()
+        if container.__class__ is list:
+            for index, item in enumerate(container):
+                cls = item.__class__
+                if cls in PLAIN:
+                    continue
+                where = f"{path}[{index}]"
+                if cls is dict or cls is list:
+                    stack.append((item, where))
+                    continue
+                if cls is tuple:  # kept by to_builtins; a list encodes the same
+                    container[index] = item = list(item)
+                    stack.append((item, where))
+                    continue
+                new = _settle(item, where)
+                if new is not item:
+                    container[index] = new
+                    changed = True
+            continue
+        rekey = False
+        for key, item in container.items():
+            if key.__class__ not in PLAIN:
+                rekey = True
+            cls = item.__class__
+            if cls in PLAIN:
+                continue
+            where = f"{path}.{key}" if path else str(key)
+            if cls is dict or cls is list:
+                stack.append((item, where))
+                continue
+            if cls is tuple:
+                container[key] = item = list(item)
+                stack.append((item, where))
+                continue
+            new = _settle(item, where)
+            if new is not item:
+                # Same key, new value: no resize, safe while iterating.
+                container[key] = new
+                changed = True
+        if rekey:
+            # A datetime (or other settled type) as an object key: rebuild the
+            # object in order, with each key settled like a value.
+            items = [
+                (_settle(key, f"{path}.{key}" if path else str(key)), item)
+                for key, item in container.items()
+            ]
+            if any(new is not key for new, (key, _) in zip(items, container.items())):
+                # Aware datetimes that are the same instant are equal keys
+                # already, so converting them cannot merge two entries.
+                changed = True
+                container.clear()
+                container.update(items)
+    return flat if changed else None
+
+
+def _settle(value: Any, path: str) -> Any:
+    """One leaf: the value to send (the same object if unchanged) or InvalidEvent."""
+    if isinstance(value, datetime):
+        offset = value.utcoffset()
+        if offset is None:
+            raise InvalidEvent(
+                f"property {path!r} is a naive datetime; give it a tzinfo so it "
+                "can be sent as UTC",
+                field=path,
+            )
+        if offset or value.tzinfo is not _UTC:
+            try:
+                return value.astimezone(_UTC)
+            except OverflowError:
+                raise InvalidEvent(
+                    f"property {path!r} is a datetime outside the range UTC can "
+                    "represent",
+                    field=path,
+                ) from None
+        return value
+    if isinstance(value, time):
+        if value.tzinfo is not None:
+            raise InvalidEvent(
+                f"property {path!r} is a time with a tzinfo, which has no UTC form "
+                "without a date; send an aware datetime, or a naive time",
+                field=path,
+            )
+        return value
+    if isinstance(value, Decimal):
+        # JSON has no NaN: like a float NaN or infinity, it goes out as null.
+        return value if value.is_finite() else None
+    if isinstance(value, _REFUSED_BYTES):
+        raise InvalidEvent(
+            f"property {path!r} is {type(value).__name__}, whose meaning as JSON "
+            "text is ambiguous; decode it to str, or base64-encode it yourself",
+            field=path,
+        )
+    if isinstance(value, timedelta):
+        raise InvalidEvent(
+            f"property {path!r} is a timedelta; send a number, e.g. "
+            "value.total_seconds()",
+            field=path,
+        )
+    return value
+
+
+def _unsupported(properties: Mapping[str, Any], exc: Exception) -> InvalidEvent:
+    """Name the top-level property ``to_builtins`` could not convert."""
+    for key, value in properties.items():
+        try:
+            msgspec.to_builtins(value, builtin_types=_KEPT, enc_hook=enc_hook)
+        except RecursionError:
+            return InvalidEvent(
+                f"property {key!r} is nested too deeply to be encoded", field=key
+            )
+        except (TypeError, ValueError) as inner:
+            reason = str(inner)
+            try:
+                _json(value)
+            except (TypeError, ValueError) as encoding:
+                reason = str(encoding)  # the encoder words it for JSON
+            except RecursionError:
+                pass
+            return InvalidEvent(
+                f"property {key!r} cannot be encoded as JSON: {reason}", field=key
+            )
+    return InvalidEvent(f"properties cannot be encoded as JSON: {exc}")
+
+
+# Only for wording errors; ``Codec`` keeps its own reused encoder.
+_json = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number").encode
