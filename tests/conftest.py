@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from trackasync import Client, PrivateKey, Retry
-from trackasync.testing import RecordingTransport
+from trackasync import Client, PrivateKey, Request, Response, Retry
+from trackasync.testing import RecordingTransport, accept_all
 
 BASE_URL = "https://api.example.test"
 PROJECT = "project-1"
@@ -46,3 +47,19 @@ async def make_client(
     yield make
     for client in made:
         await client.aclose(timeout=1.0)
+
+
+class Gate:
+    """A transport handler that holds every request until opened."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.waiting = 0
+
+    async def __call__(self, request: Request) -> Response:
+        self.waiting += 1
+        try:
+            await self.open.wait()
+        finally:
+            self.waiting -= 1
+        return accept_all(request)

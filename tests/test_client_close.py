@@ -31,25 +31,9 @@ from trackasync._buffer import MemoryStore
 from trackasync._hooks import HOOK_CANCEL_GRACE
 from trackasync.testing import RecordingTransport, accept_all
 
-from .conftest import BASE_URL, IDS, NO_WAIT, PROJECT
+from .conftest import BASE_URL, IDS, NO_WAIT, PROJECT, Gate
 
 MakeClient = Callable[..., Client]
-
-
-class Gate:
-    """A transport handler that holds every request until opened."""
-
-    def __init__(self) -> None:
-        self.open = asyncio.Event()
-        self.waiting = 0
-
-    async def __call__(self, request: Request) -> Response:
-        self.waiting += 1
-        try:
-            await self.open.wait()
-        finally:
-            self.waiting -= 1
-        return accept_all(request)
 
 
 def adds_up(client: Client) -> bool:

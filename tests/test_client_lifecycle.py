@@ -20,25 +20,13 @@ from trackasync import (
     PrivateKey,
     PublicToken,
     QueueFull,
-    Request,
     Response,
 )
-from trackasync.testing import RecordingTransport, accept_all
+from trackasync.testing import RecordingTransport
 
-from .conftest import BASE_URL, IDS, PROJECT
+from .conftest import BASE_URL, IDS, PROJECT, Gate
 
 MakeClient = Callable[..., Client]
-
-
-class Gate:
-    """A transport handler that holds every request until opened."""
-
-    def __init__(self) -> None:
-        self.open = asyncio.Event()
-
-    async def __call__(self, request: Request) -> Response:
-        await self.open.wait()
-        return accept_all(request)
 
 
 async def test_starts_on_first_use_without_async_with(
