@@ -331,8 +331,12 @@ class Client:
                 "command(s) queued or in flight: they were never delivered. "
                 "Use 'async with Client(...)' or 'await client.aclose()'."
             )
-            warnings.warn(message, ResourceWarning, stacklevel=1)
-            logger.warning(message)
+            # At interpreter shutdown the modules these need may be gone
+            # already; a finalizer must not raise then.
+            with contextlib.suppress(Exception):
+                logger.warning(message)
+            with contextlib.suppress(Exception):
+                warnings.warn(message, ResourceWarning, stacklevel=1)
 
     @classmethod
     def from_env(cls, **options: Any) -> Client:
