@@ -363,6 +363,62 @@ async def produce(
             await asyncio.sleep(0)
 
 
+async def post_bodies(
+    server: Any,
+    bodies: Sequence[bytes],
+    transport: Any | None,
+    in_flight: int = 4,
+) -> float:
+    """CPU seconds to post ``bodies`` to the server's ``/batch``, ``in_flight`` at
+    a time: through ``transport`` (anything with trackasync's ``send``), or a
+    bare ``aiohttp.ClientSession`` when it is None. Every answer must be 200.
+
+    Tasks are started in waves of 8, so creating them does not dominate.
+    """
+    import asyncio
+
+    import aiohttp
+
+    from trackasync import PrivateKey, Request
+
+    auth = PrivateKey(server.key_id, server.secret).header
+    url = f"{server.base_url}/track/v2/projects/{server.project_token}/batch"
+    headers = {
+        "Authorization": auth,
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+    }
+    slots = asyncio.Semaphore(in_flight)
+    statuses: list[int] = []
+    session = aiohttp.ClientSession()
+
+    async def one(body: bytes) -> None:
+        async with slots:
+            if transport is None:
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    statuses.append(resp.status)
+            else:
+                response = await transport.send(Request("POST", url, headers, body))
+                statuses.append(response.status)
+
+    start = cpu_seconds()
+    tasks = []
+    for body in bodies:
+        tasks.append(asyncio.create_task(one(body)))
+        if len(tasks) >= 8:
+            await asyncio.gather(*tasks)
+            tasks = []
+    await asyncio.gather(*tasks)
+    used = cpu_seconds() - start
+    if transport is not None:
+        await transport.aclose()
+    await session.close()
+    if statuses.count(200) != len(bodies):
+        raise RuntimeError(f"statuses: {sorted(set(statuses))}")
+    return used
+
+
 # -- child processes ---------------------------------------------------------------------
 
 

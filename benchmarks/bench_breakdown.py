@@ -41,7 +41,6 @@ import timeit
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import msgspec
 from _common import (
     CLIENT_CPU,
@@ -57,6 +56,7 @@ from _common import (
     header,
     median,
     pin,
+    post_bodies,
     produce,
     spread,
     typical_pool,
@@ -64,7 +64,7 @@ from _common import (
 from _reference import BATCH
 from bench_enqueue import NullTransport, _batch_answers
 
-from trackasync import AiohttpTransport, Client, Limits, PrivateKey, Request
+from trackasync import AiohttpTransport, Client, Limits, PrivateKey
 
 
 async def _pipeline(
@@ -162,47 +162,13 @@ def _batch_body(pool: list) -> bytes:
 async def _http(server: Any, requests: int, how: str, in_flight: int = 4) -> float:
     """CPU seconds to post ``requests`` prebuilt bodies, ``in_flight`` at a time."""
     pool = typical_pool()
-    auth = PrivateKey(server.key_id, server.secret).header
-    url = f"{server.base_url}/track/v2/projects/{server.project_token}/batch"
-    headers = {
-        "Authorization": auth,
-        "Content-Type": "application/json",
-        "Accept": "application/json",
-    }
     # Distinct bodies, so the server's deduplication keeps out of the way.
     bodies = []
     for r in range(requests):
         shifted = [(ids, {**props, "n": r}) for ids, props in pool[:BATCH]]
         bodies.append(_batch_body(shifted))
-    slots = asyncio.Semaphore(in_flight)
-    statuses: list[int] = []
-    transport = AiohttpTransport()
-    session = aiohttp.ClientSession()
-
-    async def one(body: bytes) -> None:
-        async with slots:
-            if how == "trackasync_transport":
-                response = await transport.send(Request("POST", url, headers, body))
-                statuses.append(response.status)
-            else:
-                async with session.post(url, data=body, headers=headers) as resp:
-                    await resp.read()
-                    statuses.append(resp.status)
-
-    start = cpu_seconds()
-    tasks = []
-    for body in bodies:
-        tasks.append(asyncio.create_task(one(body)))
-        if len(tasks) >= 8:
-            await asyncio.gather(*tasks)
-            tasks = []
-    await asyncio.gather(*tasks)
-    used = cpu_seconds() - start
-    await transport.aclose()
-    await session.close()
-    if statuses.count(200) != requests:
-        raise RuntimeError(f"statuses: {sorted(set(statuses))}")
-    return used
+    transport = AiohttpTransport() if how == "trackasync_transport" else None
+    return await post_bodies(server, bodies, transport, in_flight)
 
 
 def _pieces() -> dict[str, float]:

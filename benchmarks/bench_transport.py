@@ -28,22 +28,20 @@ import asyncio
 import sys
 from typing import Any
 
-import aiohttp
 from _common import (
     CLIENT_CPU,
-    cpu_seconds,
     emit,
     fake_server,
     header,
     median,
     pin,
+    post_bodies,
     spread,
     typical_pool,
 )
 from _reference import BATCH
 from bench_breakdown import _batch_body
 
-from trackasync import PrivateKey
 from trackasync._transport import AiohttpTransport, Request, Response
 
 HOWS = ("transport", "read_all", "bare_session")
@@ -66,38 +64,10 @@ class ReadAllTransport(AiohttpTransport):
 
 async def _http(server: Any, bodies: list[bytes], how: str) -> float:
     """CPU seconds to post ``bodies``, 4 at a time."""
-    auth = PrivateKey(server.key_id, server.secret).header
-    url = f"{server.base_url}/track/v2/projects/{server.project_token}/batch"
-    headers = {"Authorization": auth, "Content-Type": "application/json"}
-    slots = asyncio.Semaphore(4)
-    statuses: list[int] = []
+    if how == "bare_session":
+        return await post_bodies(server, bodies, None)
     transport = ReadAllTransport() if how == "read_all" else AiohttpTransport()
-    session = aiohttp.ClientSession()
-
-    async def one(body: bytes) -> None:
-        async with slots:
-            if how == "bare_session":
-                async with session.post(url, data=body, headers=headers) as resp:
-                    await resp.read()
-                    statuses.append(resp.status)
-            else:
-                response = await transport.send(Request("POST", url, headers, body))
-                statuses.append(response.status)
-
-    start = cpu_seconds()
-    tasks = []
-    for body in bodies:
-        tasks.append(asyncio.create_task(one(body)))
-        if len(tasks) >= 8:
-            await asyncio.gather(*tasks)
-            tasks = []
-    await asyncio.gather(*tasks)
-    used = cpu_seconds() - start
-    await transport.aclose()
-    await session.close()
-    if statuses.count(200) != len(bodies):
-        raise RuntimeError(f"statuses: {sorted(set(statuses))}")
-    return used
+    return await post_bodies(server, bodies, transport)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
