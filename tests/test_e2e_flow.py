@@ -239,3 +239,25 @@ async def test_flush_with_a_timeout_counts_what_is_still_pending() -> None:
         report = await client.aclose(timeout=0.1)
     assert 0.09 <= elapsed < 0.6
     assert len(report.undelivered) == 3
+
+
+async def test_a_cancelled_aclose_still_delivers_through_aiohttp() -> None:
+    """wait_for(aclose(5), 0.2) with 150 queued and 50 in flight on a slow server:
+    the close goes on with real sockets, a later aclose() reports all 200
+    delivered, and nothing is sent after it returns."""
+    import asyncio
+
+    async with FakeTrackingAPI(response_delay=0.3) as api:
+        client = client_for(api, linger=60.0, max_in_flight=1)
+        deliveries = [client.track_nowait(IDS, "view", {"n": n}) for n in range(200)]
+        await client.flush(timeout=0.05)  # the first request leaves now
+        assert (client.stats().queued, client.stats().in_flight) == (150, 50)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(client.aclose(5), 0.2)
+        report = await client.aclose()
+        stored = len(api.events)
+        await asyncio.sleep(0.4)
+        assert len(api.events) == stored == 200
+    assert report.delivered == 200
+    assert all(d.delivered() for d in deliveries)
+    stats_add_up(client)
