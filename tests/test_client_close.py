@@ -626,3 +626,25 @@ async def test_the_first_awaited_command_of_a_new_client_does_not_linger(
         receipt = await client.track_and_wait(IDS, "view")
     assert receipt.status == 200
     await client.aclose()
+
+
+async def test_aclose_while_the_loop_abandons_the_client(
+    make_client: MakeClient,
+) -> None:
+    """The runner cancelled from outside (as a shutting-down loop does) begins
+    settling everything; an aclose() meanwhile waits for that and returns its
+    report instead of starting a second close."""
+    gate = Gate()
+    client = make_client(transport=RecordingTransport(gate))
+    deliveries = [client.track_nowait(IDS, "view", {"n": n}) for n in range(3)]
+    await wait_until(lambda: gate.waiting == 1)  # a worker holds the request
+    runner = client._runner
+    assert runner is not None
+    with pytest.warns(ResourceWarning, match="3 command"):
+        runner.cancel()
+        await asyncio.sleep(0)  # it is now abandoning the client
+        assert client.state is ClientState.CLOSING
+        report = await client.aclose()
+    assert client._closer is None
+    assert report.failed["closed"] == 3
+    assert report.undelivered == deliveries

@@ -502,6 +502,10 @@ class Client:
             self._finish()
             return self._final()
         closer = self._closer
+        if closer is None and self._state is _CLOSING and self._runner is not None:
+            # The loop is shutting down and the runner is settling everything
+            # (_abandon): its end is this close's end.
+            closer = self._runner
         if closer is None:
             self._state = _CLOSING
             self._open_loop = _NOT_OPEN
