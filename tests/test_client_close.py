@@ -640,11 +640,15 @@ async def test_aclose_while_the_loop_abandons_the_client(
     await wait_until(lambda: gate.waiting == 1)  # a worker holds the request
     runner = client._runner
     assert runner is not None
-    with pytest.warns(ResourceWarning, match="3 command"):
+
+    async def abandon_then_close() -> Any:
         runner.cancel()
         await asyncio.sleep(0)  # it is now abandoning the client
         assert client.state is ClientState.CLOSING
-        report = await client.aclose()
+        return await client.aclose()
+
+    with pytest.warns(ResourceWarning, match="3 command"):
+        report = await abandon_then_close()
     assert client._closer is None
     assert report.failed["closed"] == 3
     assert report.undelivered == deliveries
