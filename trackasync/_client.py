@@ -13,7 +13,6 @@ import contextlib
 import enum
 import logging
 import math
-import os
 import time
 import warnings
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from typing import Any
 
 import anyio
 
+from . import _fork
 from ._auth import PrivateKey, PublicToken
 from ._batcher import Batcher
 from ._buffer import MemoryStore, Overflow
@@ -95,10 +95,6 @@ class ClientState(enum.Enum):
 
 _UNOPENED, _OPEN, _CLOSING, _CLOSED = ClientState
 
-# What a forked child inherited from its parent's clients, kept referenced so
-# it is never collected (or closed) in the child.
-_INHERITED: list[object] = []
-
 
 def _timeout(name: str, value: object) -> float | None:
     """``None`` or a number of seconds >= 0 (infinity allowed), else ConfigError."""
@@ -146,7 +142,6 @@ class Client:
         "_open_loop",
         "_overflow",
         "_own_transport",
-        "_pid",
         "_queue_timeout",
         "_rate",
         "_rate_budget",
@@ -249,7 +244,8 @@ class Client:
         self._transport: Transport = transport or default_transport(
             self._send, timeout, connect_timeout
         )
-        self._pid = os.getpid()
+        # In a forked child, _after_fork_in_child runs first thing.
+        _fork.register(self)
 
     def _new_pipeline(self) -> None:
         """The per-process parts: counters, hooks, ledger, store, and no tasks."""
@@ -276,7 +272,7 @@ class Client:
         self._report: CloseReport | None = None
         self._entered = False
 
-    def _after_fork(self) -> None:
+    def _after_fork_in_child(self) -> None:
         """In a child process: drop everything inherited and start afresh.
 
         The parent keeps sending what it had queued; the child's copies are
@@ -286,14 +282,13 @@ class Client:
         parent's sockets or report its session as unclosed) and never used.
         """
         discarded = len(self._store) + self._store.in_flight
-        _INHERITED.append((self._store, self._runner, self._transport))
+        _fork.keep_forever((self._store, self._runner, self._transport))
         was = self._state
         self._new_pipeline()
         self._counters.discarded_at_fork = discarded
         if self._own_transport:
             timeout, connect_timeout = self._timeouts
             self._transport = default_transport(self._send, timeout, connect_timeout)
-        self._pid = os.getpid()
         if was is _CLOSING or was is _CLOSED:
             self._state = _CLOSED
             self._finish()
@@ -372,8 +367,6 @@ class Client:
         loop = _get_running_loop()
         if self._open_loop is loop and loop is not None:
             return
-        if self._pid != os.getpid():
-            self._after_fork()
         if loop is None:
             raise ClientStateError(
                 "trackasync.Client must be used from inside a running event loop "
@@ -483,8 +476,6 @@ class Client:
         budget = _timeout("timeout", timeout)
         if budget is None:
             budget = self._shutdown_timeout
-        if self._pid != os.getpid():
-            self._after_fork()
         if self._report is not None:
             return self._report
         if self._loop is not None and self._loop.is_closed():
@@ -829,8 +820,6 @@ class Client:
         still pending then is counted in ``pending`` (and keeps going).
         """
         wait = _timeout("timeout", timeout)
-        if self._pid != os.getpid():
-            self._after_fork()
         self._check_loop("flush()")
         if self._batcher is None:
             return FlushResult(delivered=0, failed=0, pending=0)
@@ -870,8 +859,6 @@ class Client:
 
     def stats(self) -> Stats:
         """A snapshot of the client's counters; see ``Stats`` for the invariant."""
-        if self._pid != os.getpid():
-            self._after_fork()
         store = self._store
         return self._counters.snapshot(
             enqueued=store.accepted,

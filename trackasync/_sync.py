@@ -421,8 +421,8 @@ class _Runtime:
 
     def discarded(self) -> int:
         """In a forked child: the inherited commands this process will not send."""
-        # Reading the inner client's stats in the child already discarded its
-        # queue (Client's own fork handling): that count is discarded_at_fork.
+        # The inner client resets itself after the fork too, before or after
+        # this runs: its inherited queue is then in discarded_at_fork instead.
         stats = self.client.stats()
         return (
             len(self.pending) + stats.queued + stats.in_flight + stats.discarded_at_fork
