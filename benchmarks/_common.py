@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +240,15 @@ def emit(report: dict[str, Any], out: str | None = None) -> None:
     print(text, flush=True)
     if out:
         Path(out).write_text(text + "\n")
+
+
+def publish(out: str | None, measure: Callable[[], dict[str, Any]]) -> int:
+    """A script's end: the header (taken first, so its date and load are those
+    of the start), then ``measure()``'s figures, printed and saved to ``out``."""
+    report = header()
+    report.update(measure())
+    emit(report, out)
+    return 0
 
 
 def median(values: Sequence[float]) -> float:

@@ -50,14 +50,13 @@ from _common import (
     Pool,
     cpu_seconds,
     drain,
-    emit,
     event_pool,
     fake_server,
-    header,
     median,
     pin,
     post_bodies,
     produce,
+    publish,
     spread,
     typical_pool,
 )
@@ -487,10 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.events, args.requests, args.rounds = 10_000, 200, 1
         args.slope_events, args.slope_rounds = 5_000, 1
-    report = header()
-    report.update(run(args))
-    emit(report, args.out)
-    return 0
+    return publish(args.out, lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -57,14 +57,13 @@ from _common import (
     EVENT_KINDS,
     cpu_seconds,
     drain,
-    emit,
     event_pool,
     fake_server,
-    header,
     max_rss_bytes,
     median,
     pin,
     produce,
+    publish,
     python_child,
     rss_bytes,
     spread,
@@ -356,10 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args)
     if args.quick:
         args.events, args.rounds, args.warmup_events = 10_000, 1, 2_000
-    report = header()
-    report.update(orchestrate(args))
-    emit(report, args.out)
-    return 0
+    return publish(args.out, lambda: orchestrate(args))
 
 
 if __name__ == "__main__":

@@ -50,10 +50,9 @@ from _common import (
     TYPICAL_TYPE,
     FakeServerProcess,
     drain,
-    emit,
     fake_server,
-    header,
     pin,
+    publish,
     typical_pool,
 )
 
@@ -304,10 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.calls, args.phase_seconds, args.load_seconds = 40, 5.0, 2.0
-    report = header()
-    report.update(run(args))
-    emit(report, args.out)
-    return 0
+    return publish(args.out, lambda: run(args))
 
 
 if __name__ == "__main__":

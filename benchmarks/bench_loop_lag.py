@@ -50,11 +50,10 @@ from _common import (
     TYPICAL_TYPE,
     FakeServerProcess,
     drain,
-    emit,
     fake_server,
-    header,
     large_properties,
     pin,
+    publish,
     typical_pool,
 )
 
@@ -349,10 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds = 1.5, 1
-    report = header()
-    report.update(run(args))
-    emit(report, args.out)
-    return 0
+    return publish(args.out, lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -44,11 +44,10 @@ from _common import (
     CLIENT_CPU,
     EVENT_KINDS,
     drain,
-    emit,
     fake_server,
-    header,
     max_rss_bytes,
     pin,
+    publish,
     python_child,
     rss_bytes,
     spread,
@@ -412,10 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.events, args.rounds = 20_000, 1
         args.bursts, args.burst_events, args.burst_rounds = 3, 20_000, 1
-    report = header()
-    report.update(orchestrate(args))
-    emit(report, args.out)
-    return 0
+    return publish(args.out, lambda: orchestrate(args))
 
 
 if __name__ == "__main__":

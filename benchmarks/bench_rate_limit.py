@@ -36,11 +36,10 @@ from _common import (
     CLIENT_CPU,
     FakeServerProcess,
     drain,
-    emit,
     fake_server,
-    header,
     median,
     pin,
+    publish,
     spread,
     typical_pool,
     wait_for_count,
@@ -202,10 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.rounds = 5_000, 1
-    report = header()
-    report.update(run(args))
-    emit(report, args.out)
-    return 0
+    return publish(args.out, lambda: run(args))
 
 
 if __name__ == "__main__":

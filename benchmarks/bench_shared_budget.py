@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import emit, fake_server, header, median, spread, typical_pool
+from _common import fake_server, median, publish, spread, typical_pool
 
 from trackasync import Client, Limits, PrivateKey, QueueFull
 
@@ -231,10 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.seconds, args.rounds, args.rate_window = 3.0, 1, 1.0
-    report = header()
-    report.update(run(args))
-    emit(report, args.out)
-    return 0
+    return publish(args.out, lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -34,12 +34,11 @@ from _common import (
     CLIENT_CPU,
     FakeServerProcess,
     drain,
-    emit,
     event_pool,
     fake_server,
-    header,
     median,
     pin,
+    publish,
     spread,
     typical_pool,
     wait_for_count,
@@ -183,10 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.rounds = 2_000, 1
-    report = header()
-    report.update(run(args))
-    emit(report, args.out)
-    return 0
+    return publish(args.out, lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -37,11 +37,10 @@ from _common import (
     TYPICAL_IDS,
     TYPICAL_PROPERTIES,
     TYPICAL_TYPE,
-    emit,
     fake_server,
-    header,
     median,
     pin,
+    publish,
     spread,
 )
 
@@ -171,10 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.samples = 10
-    report = header()
-    report.update(run(args))
-    emit(report, args.out)
-    return 0
+    return publish(args.out, lambda: run(args))
 
 
 if __name__ == "__main__":

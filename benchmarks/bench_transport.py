@@ -30,12 +30,11 @@ from typing import Any
 
 from _common import (
     CLIENT_CPU,
-    emit,
     fake_server,
-    header,
     median,
     pin,
     post_bodies,
+    publish,
     spread,
     typical_pool,
 )
@@ -129,10 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.requests, args.rounds = 200, 1
-    report = header()
-    report.update(run(args))
-    emit(report, args.out)
-    return 0
+    return publish(args.out, lambda: run(args))
 
 
 if __name__ == "__main__":
