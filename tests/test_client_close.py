@@ -36,6 +36,21 @@ from .conftest import BASE_URL, IDS, NO_WAIT, PROJECT, Gate
 MakeClient = Callable[..., Client]
 
 
+def unmanaged_client(
+    transport: RecordingTransport | None = None, **options: Any
+) -> Client:
+    """A lingering client outside the fixture, for tests that end its loop
+    themselves (the fixture would close it in the wrong loop)."""
+    return Client(
+        BASE_URL,
+        PROJECT,
+        auth=PrivateKey("key", "secret"),
+        transport=transport or RecordingTransport(),
+        linger=60.0,
+        **options,
+    )
+
+
 def adds_up(client: Client) -> bool:
     stats = client.stats()
     return stats.enqueued == (
@@ -129,14 +144,7 @@ def test_ctrl_c_during_aclose_leaves_a_true_report() -> None:
     while aclose() waits: the close still settles every command."""
     gate = Gate()
     transport = RecordingTransport(gate)
-    client = Client(
-        BASE_URL,
-        PROJECT,
-        auth=PrivateKey("key", "secret"),
-        transport=transport,
-        linger=60.0,
-        rate_limit=None,
-    )
+    client = unmanaged_client(transport, rate_limit=None)
     deliveries: list[Delivery] = []
 
     async def main() -> None:
@@ -374,13 +382,7 @@ def test_an_unclosed_client_collected_with_commands_warns(
     loop = asyncio.new_event_loop()
 
     async def use() -> None:
-        client = Client(
-            BASE_URL,
-            PROJECT,
-            auth=PrivateKey("key", "secret"),
-            transport=RecordingTransport(),
-            linger=60.0,
-        )
+        client = unmanaged_client()
         for _ in range(10):
             client.track_nowait(IDS, "view")
         await asyncio.sleep(0.01)
@@ -596,13 +598,7 @@ def test_aclose_after_the_loop_was_closed_returns_the_true_report() -> None:
     """The loop closed without stopping the client: a later aclose() from a new
     loop settles the queued commands "closed" and reports them, no raw error."""
     loop = asyncio.new_event_loop()
-    client = Client(
-        BASE_URL,
-        PROJECT,
-        auth=PrivateKey("key", "secret"),
-        transport=RecordingTransport(),
-        linger=60.0,
-    )
+    client = unmanaged_client()
 
     async def use() -> list[Delivery]:
         return [client.track_nowait(IDS, "view") for _ in range(10)]

@@ -19,6 +19,8 @@ from trackasync._ratelimit import (
     make_limiter,
 )
 
+from .test_ratelimit import Clock
+
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX file locks")
 
 RATE = 4.0
@@ -27,17 +29,9 @@ PACE = RATE * _ratelimit._SHARED_HEADROOM
 INTERVAL = 1 / PACE
 
 
-class Clock:
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
+    fake = Clock(1_000_000.0)
     monkeypatch.setattr(_ratelimit, "_wall", fake)
     return fake
 
