@@ -63,3 +63,12 @@ class Gate:
         finally:
             self.waiting -= 1
         return accept_all(request)
+
+
+@pytest.fixture
+def redis_server():
+    """A real Redis server on loopback, stopped when the test ends."""
+    from .redis_server import running_redis
+
+    with running_redis() as server:
+        yield server
