@@ -24,5 +24,5 @@ def test_a_started_server_answers_and_a_stopped_one_refuses() -> None:
         assert server.url == f"redis://127.0.0.1:{server.port}/0"
     finally:
         server.cleanup()
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):
         _ping(server.port)
