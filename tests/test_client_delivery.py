@@ -333,7 +333,7 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         recorded.append(delay)
 
     monkeypatch.setattr(
-        "trackasync._sender._monotonic", lambda: time.monotonic() + sum(recorded)
+        "trackasync._sender._time", lambda: time.time() + sum(recorded)
     )
 
     async def skip(delay: float) -> None:
@@ -462,7 +462,8 @@ async def test_system_time_raises_typed_errors(make_client: MakeClient) -> None:
 
 
 async def test_front_end_seam_builds_then_queues():
-    """A command built off-loop by _event/_customer is queued by _submit*."""
+    """A command built off-loop by _event/_customer is handed over from another
+    thread to the same table, and delivered."""
     from trackasync import Client, PublicToken
     from trackasync.testing import RecordingTransport
 
@@ -478,8 +479,10 @@ async def test_front_end_seam_builds_then_queues():
     update = client._customer({"registered": "a"}, {"plan": "pro"}, None)
     assert event.data()["timestamp"] == 5
     assert not event.done()
-    client._submit_nowait(event)
-    await client._submit(update)
+    await client.__aenter__()
+    table = client._pipeline.table
+    await asyncio.to_thread(table.hand_over, event, None)
+    await asyncio.to_thread(table.hand_over, update, None)
     assert (await event).status == 200
     assert (await update).status == 200
     await client.aclose()

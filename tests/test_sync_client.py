@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import threading
 import time
@@ -148,29 +149,43 @@ def test_raise_policy_answers_full_at_the_call(fake: ThreadedFake, make: Any) ->
     assert fake.event_count == 6
 
 
+def _fill(client: SyncClient, fake: ThreadedFake) -> None:
+    """One command in flight (the only request slot busy), then two queued:
+    a queue of 2 is full."""
+    client.track({"registered": "a"}, "page")
+    deadline = time.monotonic() + 5
+    while client.stats().in_flight < 1:
+        assert time.monotonic() < deadline, "the first command was never sent"
+        time.sleep(0.005)
+    client.track({"registered": "b"}, "page")
+    client.track({"registered": "c"}, "page")
+
+
 def test_wait_policy_blocks_the_thread_then_times_out(
     fake: ThreadedFake, make: Any
 ) -> None:
-    slow(fake, 0.6)
-    client = make(max_queue=2, overflow="wait", queue_timeout=0.1)
-    client.track({"registered": "a"}, "page")
-    client.track({"registered": "b"}, "page")
+    slow(fake, 1.0)
+    client = make(max_queue=2, overflow="wait", queue_timeout=0.1, max_in_flight=1)
+    _fill(client, fake)
     start = time.monotonic()
     with pytest.raises(QueueFull):
         client.track(IDS, "page")
     assert 0.08 <= time.monotonic() - start < 3.0
+    assert client.stats().enqueued == 3
 
 
 def test_wait_policy_resumes_when_room_frees(fake: ThreadedFake, make: Any) -> None:
-    slow(fake, 0.2)
-    client = make(max_queue=1, overflow="wait", queue_timeout=5)
-    first = client.track({"registered": "a"}, "page")
+    slow(fake, 0.3)
+    client = make(max_queue=2, overflow="wait", queue_timeout=5, max_in_flight=1)
+    _fill(client, fake)
     start = time.monotonic()
-    second = client.track({"registered": "b"}, "page")  # waits for the first
-    assert first.done()
+    fourth = client.track({"registered": "d"}, "page")  # waits for the first answer
+    # Room came when the queued commands left for the next request, after the
+    # first answer; the wake-up came with it, not at a polling interval.
+    assert client.stats().delivered >= 1
     assert time.monotonic() - start >= 0.1
-    second.result(timeout=5)
-    assert fake.event_count == 2
+    fourth.result(timeout=5)
+    assert fake.event_count == 4
 
 
 def test_wait_policy_never_blocks_the_clients_own_thread(
@@ -196,8 +211,8 @@ def test_wait_policy_never_blocks_the_clients_own_thread(
 
 def test_close_wakes_a_thread_waiting_for_room(fake: ThreadedFake, make: Any) -> None:
     slow(fake, 1.0)
-    client = make(max_queue=1, overflow="wait", queue_timeout=30)
-    client.track({"registered": "a"}, "page")
+    client = make(max_queue=2, overflow="wait", queue_timeout=30, max_in_flight=1)
+    _fill(client, fake)
     outcome: list[BaseException] = []
 
     def producer() -> None:
@@ -361,12 +376,15 @@ def test_a_dead_background_thread_is_named_at_the_next_call(
     slow(fake, 5.0)
     pending = client.track(IDS, "page")
 
-    def die() -> None:
-        raise SystemExit("simulated crash")
+    def broken() -> None:
+        raise RuntimeError("simulated crash")
 
-    runtime.loop.call_soon_threadsafe(die)
+    # A failure of the loop itself (not of a callback, which asyncio logs and
+    # survives, SystemExit included here): the next iteration raises out of it.
+    runtime.loop.call_soon_threadsafe(setattr, runtime.loop, "_run_once", broken)
     runtime.thread.join(5)
-    with pytest.raises(ClientStateError, match="SystemExit: simulated crash"):
+    assert not runtime.thread.is_alive()
+    with pytest.raises(ClientStateError, match=r"died \(RuntimeError\)"):
         client.track(IDS, "page")
     with pytest.raises(ClientStateError, match="died"):
         pending.result(timeout=5)
@@ -408,3 +426,27 @@ def test_green_threads_are_refused_with_advice(
         SyncClient("http://127.0.0.1:1", "p", auth=_auth())
     setattr(stub, attribute, lambda what: False)
     SyncClient("http://127.0.0.1:1", "p", auth=_auth()).close()
+
+
+def test_system_exit_in_a_done_callback_is_survived_and_logged(
+    fake: ThreadedFake, make: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A done callback that raises SystemExit in the background thread does not
+    end it: the exit is logged at ERROR and every command still gets its outcome."""
+    client = make()
+
+    def exit_now(_: SyncDelivery) -> None:
+        raise SystemExit(3)
+
+    first = client.track(IDS, "page")
+    first.add_done_callback(exit_now)
+    handles = [client.track({"registered": f"u{i}"}, "page") for i in range(50)]
+    first.result(timeout=5)
+    for handle in handles:
+        handle.result(timeout=5)
+    report = client.close(timeout=5)
+    assert report.delivered == 51
+    assert any(
+        r.levelno == logging.ERROR and "SystemExit" in r.getMessage()
+        for r in caplog.records
+    )

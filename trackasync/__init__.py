@@ -4,8 +4,7 @@ Everything public is importable from here; the submodules are private.
 """
 
 from ._auth import PrivateKey as PrivateKey, PublicToken as PublicToken
-from ._buffer import Overflow as Overflow
-from ._client import Client as Client, ClientState as ClientState
+from ._client import Client as Client
 from ._config import Limits as Limits, Retry as Retry
 from ._delivery import Delivery as Delivery, Receipt as Receipt
 from ._exceptions import (
@@ -26,13 +25,15 @@ from ._exceptions import (
     TrackError as TrackError,
     TransportError as TransportError,
 )
-from ._sender import Mode as Mode
+from ._options import Mode as Mode
+from ._pipeline import ClientState as ClientState
 from ._stats import (
     CloseReport as CloseReport,
     FlushResult as FlushResult,
     Stats as Stats,
 )
 from ._sync import SyncClient as SyncClient, SyncDelivery as SyncDelivery
+from ._table import Overflow as Overflow
 from ._transport import (
     AiohttpTransport as AiohttpTransport,
     Request as Request,

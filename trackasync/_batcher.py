@@ -4,7 +4,7 @@ It decides *when* and *what*: a request leaves when a batch is full (by count or
 bytes), when the oldest queued command has waited ``linger`` seconds, when a
 caller awaits a command (after a short coalescing window, ``await_linger``, so
 concurrent awaiters still share a request), when ``flush()`` asks, or when the
-client closes. It pulls from the command store and hands each batch to the
+client closes. It pulls from the command table and hands each batch to the
 sender; it never touches HTTP, slots or retries.
 """
 
@@ -14,13 +14,13 @@ import asyncio
 import logging
 import time
 
-from ._delivery import watch_awaits
 from ._sender import Sender
-from ._store import CommandStore
+from ._table import CommandTable
 
 logger = logging.getLogger("trackasync")
 
 _monotonic = time.monotonic
+_time = time.time
 
 
 class Batcher:
@@ -29,14 +29,14 @@ class Batcher:
     def __init__(
         self,
         *,
-        store: CommandStore,
+        table: CommandTable,
         sender: Sender,
         linger: float,
         await_linger: float,
         max_batch_commands: int,
         max_batch_bytes: int,
     ) -> None:
-        self._store = store
+        self._table = table
         self._sender = sender
         self._linger = linger
         self._await_linger = await_linger
@@ -49,59 +49,70 @@ class Batcher:
         # When the window opened by the first awaiter ends (monotonic), if open.
         self._expedite_at: float | None = None
         self._closing = False
-        # Registered at once, not when run() first runs: a command awaited
-        # right after the client opened must already find it.
-        self._unwatch = watch_awaits(asyncio.get_running_loop(), self.expedite)
+        # The batcher's own wake-up: the table calls it when a command arrives
+        # or a batch's worth is queued; flush, expedite and close set it too.
+        self._changed = asyncio.Event()
+        table.wake = self._changed.set
 
     def flush(self) -> None:
         """Send everything queued now without waiting for ``linger``."""
-        self._urgent = max(self._urgent, len(self._store))
-        self._store.changed.set()
+        self._urgent = max(self._urgent, len(self._table))
+        self._changed.set()
 
     def expedite(self) -> None:
         """A caller awaits a command: send what is queued within ``await_linger``."""
-        if self._expedite_at is None and len(self._store):
+        if self._expedite_at is None and len(self._table):
             self._expedite_at = _monotonic() + self._await_linger
-            self._store.changed.set()
+            self._changed.set()
 
     def close(self) -> None:
         """Send everything that is queued, then stop."""
         self._closing = True
-        self._store.changed.set()
+        self._changed.set()
 
     async def run(self) -> None:
         """Loop until closed and the queue is empty. Never dies of an error."""
-        try:
-            while True:
-                try:
-                    if await self._step():
-                        return
-                except Exception:
-                    # Never let a bug stop the pipeline; the commands stay queued.
-                    logger.exception("batcher error; continuing")
-                    await asyncio.sleep(0.1)
-        finally:
-            self._unwatch()
+        while True:
+            try:
+                if await self._step():
+                    return
+            except Exception:
+                # Never let a bug stop the pipeline; the commands stay queued.
+                logger.exception("batcher error; continuing")
+                await asyncio.sleep(0.1)
+
+    def _delay(self) -> float:
+        """Seconds until the oldest queued command must leave (<= 0: now)."""
+        oldest = self._table.oldest()
+        assert oldest is not None
+        # Creation times are wall-clock (they survive a restart): a clock step
+        # must neither hold a command longer than the linger nor send early
+        # for long, so the wait is bounded by the linger itself.
+        delay = min(oldest.created + self._linger - _time(), self._linger)
+        expedite_at = self._expedite_at
+        if expedite_at is not None:
+            window = expedite_at - _monotonic()
+            if window <= delay:
+                if window <= 0:
+                    # The awaiters' window ended: everything queued now goes.
+                    self._urgent = len(self._table)
+                    self._expedite_at = None
+                return window
+        return delay
 
     async def _step(self) -> bool:
         """One decision. Returns True when the loop should end."""
-        store = self._store
-        changed = store.changed
+        table = self._table
+        changed = self._changed
         changed.clear()
-        if not len(store):
+        if not len(table):
             self._expedite_at = None
             if self._closing:
                 return True
             await changed.wait()
             return False
-        if not (self._closing or self._urgent > 0 or store.ready()):
-            oldest = store.oldest()
-            assert oldest is not None
-            due = oldest.enqueued_at + self._linger
-            expedite_at = self._expedite_at
-            if expedite_at is not None and expedite_at < due:
-                due = expedite_at
-            delay = due - _monotonic()
+        if not (self._closing or self._urgent > 0 or table.ready()):
+            delay = self._delay()
             if delay > 0:
                 # A timer that sets the event is far cheaper than a cancel scope
                 # or wait_for, and this wait happens about once per request.
@@ -111,14 +122,10 @@ class Batcher:
                 finally:
                     timer.cancel()
                 return False
-            if expedite_at is not None and expedite_at <= due:
-                # The awaiters' window ended: everything queued now goes.
-                self._urgent = len(store)
-                self._expedite_at = None
         sender = self._sender
         await sender.reserve()
         try:
-            batch = store.take(self._max_count, self._max_bytes)
+            batch = table.take(self._max_count, self._max_bytes)
         except BaseException:
             sender.release()
             raise

@@ -1,46 +1,55 @@
-"""The ``Client`` facade: validation at the call, the lifecycle, and the public API.
+"""The ``Client`` facade: validation at the call, the state, and the public API.
 
-It validates and encodes each command, hands it to the command store (the one
-owner of every command until its outcome), and runs the pipeline's tasks: the
-batcher, the sender's workers and the hook dispatcher. It does no I/O and
-records no outcome of its own.
+It validates and encodes each command at the call and hands it to the command
+table (the one owner of every command until its outcome). Everything that runs
+in the background, and the close, belongs to its ``Pipeline``; the client keeps
+the intake, the state and the reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
-import math
 import time
 import warnings
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from . import _fork
 from ._auth import PrivateKey, PublicToken
-from ._batcher import Batcher
-from ._buffer import MemoryStore, Overflow
-from ._config import Limits, Retry, _positive, api_base
+from ._config import Limits, Retry, api_base
 from ._delivery import Delivery, Receipt
-from ._dryrun import DRY_RUN_NOTICE, default_transport, resolve_send
+from ._dryrun import default_transport, resolve_send
 from ._encoding import Codec
-from ._exceptions import (
-    ClientClosed,
-    ClientStateError,
-    ConfigError,
-    DeliveryFailed,
+from ._exceptions import ClientClosed, ClientStateError, DeliveryFailed
+from ._hooks import ResultHook
+from ._options import (
+    DEFAULT_AWAIT_LINGER,
+    DEFAULT_LINGER,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_QUEUE_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    Mode,
+    Options,
+    timeout_arg,
 )
-from ._hooks import HookRunner, ResultHook
-from ._ledger import Ledger
-from ._ratelimit import DEFAULT_RATE_LIMIT, make_limiter
+from ._pipeline import (
+    CLOSED,
+    CLOSING,
+    UNOPENED,
+    ClientState,
+    Lifecycle,
+    Pipeline,
+)
+from ._ratelimit import DEFAULT_RATE_LIMIT
 from ._results import system_time_of
-from ._sender import MODES, Mode, Sender
-from ._stats import CloseReport, Counters, FlushResult, Stats
+from ._stats import CloseReport, FlushResult, Stats
+from ._table import Overflow
 from ._timestamps import now as _now, to_seconds
 from ._transport import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -50,111 +59,62 @@ from ._transport import (
 )
 from ._version import VERSION
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._options import EnvOptions
+
+__all__ = ["Client", "ClientState"]
+
 logger = logging.getLogger("trackasync")
 
-DEFAULT_MAX_QUEUE = 10_000
-DEFAULT_QUEUE_TIMEOUT = 10.0
-DEFAULT_LINGER = 0.5
-DEFAULT_AWAIT_LINGER = 0.002
-DEFAULT_MAX_IN_FLIGHT = 4
-DEFAULT_SHUTDOWN_TIMEOUT = 10.0
-# How long a cancelled pipeline task or the session close may take at the end
-# of aclose(); a request in flight ends at once when cancelled.
-_CLOSE_GRACE = 0.1
-# The share of aclose()'s budget kept for on_result hooks of the commands that
-# end "closed" (when there is a hook).
-_HOOK_SHARE = 0.1
-
 _get_running_loop = asyncio._get_running_loop
-_monotonic = time.monotonic
+_time = time.time
 _time_ns = time.time_ns
-
-# Never a running loop, so "self._open_loop is not _get_running_loop()" is one
-# identity check that fails for "not started", "closed" and "wrong event loop".
-_NOT_OPEN = object()
-
-
-class ClientState(enum.Enum):
-    """Where a ``Client`` is in its life (``client.state``).
-
-    It only moves forward: ``UNOPENED`` → ``OPEN`` → ``CLOSING`` → ``CLOSED``.
-    """
-
-    #: Created; it binds to the running event loop and starts its tasks on the
-    #: first call or ``async with``.
-    UNOPENED = "unopened"
-    #: Taking commands and sending them.
-    OPEN = "open"
-    #: ``aclose()`` has begun (or the event loop stopped): no new commands; what
-    #: is queued or in flight is being delivered within the close budget.
-    CLOSING = "closing"
-    #: Every command has its outcome and the close report is final. A closed
-    #: client cannot be reopened.
-    CLOSED = "closed"
-
-
-_UNOPENED, _OPEN, _CLOSING, _CLOSED = ClientState
-
-
-def _timeout(name: str, value: object) -> float | None:
-    """``None`` or a number of seconds >= 0 (infinity allowed), else ConfigError."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number of seconds or None")
-    if math.isnan(value) or value < 0:
-        raise ConfigError(f"{name} must be >= 0 seconds, got {value!r}")
-    return float(value)
 
 
 class Client:
     """A buffered, batching client for the Bloomreach Engagement Tracking API.
 
     Use it as ``async with Client(...) as client:``, or call its methods from
-    inside a running event loop and ``await client.aclose()`` at the end. See the
-    README for every option.
+    inside a running event loop and ``await client.aclose()`` at the end.
+
+    **Parameters** (all but the first two keyword-only; each is described
+    where ``Options`` declares it):
+
+    - ``base_url``: the API's address, e.g. ``https://api.exponea.com``.
+    - ``project_token``: the project's token.
+    - ``auth``: ``PrivateKey(key_id, secret)`` or ``PublicToken(token)``.
+    - ``max_queue`` (10,000), ``overflow`` ("wait"), ``queue_timeout`` (10 s):
+      the bounded queue and what a full one does (see ``Overflow``).
+    - ``linger`` (0.5 s), ``await_linger`` (0.002 s), ``mode`` ("auto"):
+      how long commands wait to share a request, and which routes they take.
+    - ``max_in_flight`` (4), ``rate_limit`` (100/s), ``rate_budget`` (None):
+      concurrency and pacing, alone or shared with the host's other processes.
+    - ``retry`` (``Retry()``), ``limits`` (``Limits()``): retries and size limits.
+    - ``timeout`` (30 s), ``connect_timeout`` (10 s), ``shutdown_timeout``
+      (10 s): per request, per connection, and for ``aclose()``.
+    - ``on_result``: a hook called with each command's ``Delivery`` at its outcome.
+    - ``transport``: where requests go (default: aiohttp); ``allow_http``:
+      plain http to a host other than this one; ``send=False``: a dry run.
     """
 
     # Slots make the attribute reads of the per-call hot path cheaper.
     __slots__ = (
         "__weakref__",
-        "_auth",
-        "_await_linger",
         "_base",
-        "_base_url",
-        "_batcher",
-        "_closer",
         "_codec",
-        "_counters",
         "_encode_event",
         "_entered",
         "_headers",
-        "_hooks",
-        "_ledger",
-        "_limits",
-        "_linger",
-        "_loop",
-        "_max_in_flight",
-        "_max_queue",
-        "_mode",
+        "_life",
         "_offer",
-        "_on_result",
-        "_open_loop",
-        "_overflow",
-        "_own_transport",
+        "_options",
+        "_owner",
+        "_pipeline",
         "_queue_timeout",
-        "_rate",
-        "_rate_budget",
-        "_rate_limit",
-        "_report",
-        "_retry",
-        "_runner",
         "_send",
-        "_sender",
-        "_shutdown_timeout",
-        "_state",
-        "_store",
-        "_timeouts",
+        "_table",
         "_transport",
         "_try_offer",
     )
@@ -184,93 +144,82 @@ class Client:
         allow_http: bool = False,
         send: bool | None = None,
     ) -> None:
-        # Set first: __del__ reads it even when a check below raises.
-        self._state = _UNOPENED
-        if not isinstance(auth, (PrivateKey, PublicToken)):
-            raise ConfigError(
-                "auth must be PrivateKey(key_id, secret) or PublicToken(token)"
-            )
-        if mode not in MODES:
-            raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
-        if (
-            isinstance(max_in_flight, bool)
-            or not isinstance(max_in_flight, int)
-            or max_in_flight < 1
-        ):
-            raise ConfigError(
-                f"max_in_flight must be an int >= 1, got {max_in_flight!r}"
-            )
-        _positive("linger", linger, allow_zero=True)
-        _positive("await_linger", await_linger, allow_zero=True)
-        _positive("timeout", timeout)
-        _positive("connect_timeout", connect_timeout)
-        _positive("shutdown_timeout", shutdown_timeout, allow_zero=True)
-        if queue_timeout is not None:
-            _positive("queue_timeout", queue_timeout, allow_zero=True)
-        if rate_limit is not None:
-            _positive("rate_limit", rate_limit)
-        if on_result is not None and not callable(on_result):
-            raise ConfigError("on_result must be callable")
-        self._base = api_base(base_url, project_token, allow_http)
-        self._auth = auth
-        self._limits = limits or Limits()
-        self._retry = retry or Retry()
-        self._mode: Mode = mode
-        self._linger = linger
-        self._await_linger = await_linger
-        self._max_in_flight = max_in_flight
-        self._queue_timeout = queue_timeout
-        self._shutdown_timeout = shutdown_timeout
+        options = Options(
+            base_url=base_url,
+            project_token=project_token,
+            auth=auth,
+            max_queue=max_queue,
+            overflow=overflow,
+            queue_timeout=queue_timeout,
+            linger=linger,
+            await_linger=await_linger,
+            mode=mode,
+            max_in_flight=max_in_flight,
+            rate_limit=rate_limit,
+            rate_budget=rate_budget,
+            retry=retry,
+            limits=limits,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            shutdown_timeout=shutdown_timeout,
+            on_result=on_result,
+            transport=transport,
+            allow_http=allow_http,
+            send=send,
+        )
+        self._setup(options)
+
+    @classmethod
+    def _from_options(cls, options: Options) -> Client:
+        """A client for ``options`` (already validated)."""
+        client = cls.__new__(cls)
+        client._setup(options)
+        return client
+
+    def _setup(self, options: Options) -> None:
+        self._base = api_base(
+            options.base_url, options.project_token, options.allow_http
+        )
+        self._options = options
+        self._queue_timeout = options.queue_timeout
         self._headers = {
-            "Authorization": auth.header,
+            "Authorization": options.auth.header,
             "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": f"trackasync/{VERSION}",
         }
-        self._codec = Codec(self._limits)
+        self._codec = Codec(options.the_limits)
         self._encode_event = self._codec.event
-        self._on_result = on_result
-        self._rate_limit = rate_limit
-        self._rate_budget = rate_budget
-        self._base_url = base_url
-        self._max_queue = max_queue
-        self._overflow: Overflow = overflow
-        self._timeouts = (timeout, connect_timeout)
-        self._own_transport = transport is None
         # send=False (or TRACKASYNC_SEND=0): a transport that answers success.
-        self._send = resolve_send(send, transport)
+        self._send = resolve_send(options.send, options.transport)
+        self._entered = False
+        # Last: nothing above can fail with a session left open, and the
+        # finalizer does nothing for a client that never got this far.
+        self._transport: Transport = options.transport or self._own_transport()
         self._new_pipeline()
-        # Created last: nothing above can fail with a session left open.
-        self._transport: Transport = transport or default_transport(
-            self._send, timeout, connect_timeout
-        )
         # In a forked child, _after_fork_in_child runs first thing.
         _fork.register(self)
 
+    def _own_transport(self) -> Transport:
+        options = self._options
+        return default_transport(self._send, options.timeout, options.connect_timeout)
+
     def _new_pipeline(self) -> None:
-        """The per-process parts: counters, hooks, ledger, store, and no tasks."""
-        self._counters = Counters()
-        self._hooks = None if self._on_result is None else HookRunner(self._on_result)
-        self._ledger = Ledger(self._counters, self._hooks)
-        self._rate = make_limiter(self._rate_limit, self._rate_budget, self._base_url)
-        self._store = MemoryStore(
-            self._max_queue,
-            self._overflow,
-            batch_count=self._limits.max_batch_commands,
-            batch_bytes=self._limits.max_batch_bytes,
-            ledger=self._ledger,
+        """The per-process parts: a new state and pipeline, with no task yet."""
+        self._life = life = Lifecycle()
+        pipeline = Pipeline(
+            self._options,
+            life,
+            self._transport,
+            self._base,
+            self._headers,
+            send=self._send,
         )
-        self._offer = self._store.offer
-        self._try_offer = self._store.try_offer
-        # The loop the client is bound to while it takes commands.
-        self._open_loop: object = _NOT_OPEN
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._batcher: Batcher | None = None
-        self._sender: Sender | None = None
-        self._runner: asyncio.Task[None] | None = None
-        self._closer: asyncio.Task[None] | None = None
-        self._report: CloseReport | None = None
-        self._entered = False
+        self._pipeline = pipeline
+        self._table = pipeline.table
+        self._owner = pipeline.owner
+        self._offer = pipeline.table.offer
+        self._try_offer = pipeline.table.try_offer
 
     def _after_fork_in_child(self) -> None:
         """In a child process: drop everything inherited and start afresh.
@@ -281,45 +230,45 @@ class Client:
         kept referenced (never closed or collected here, which would touch the
         parent's sockets or report its session as unclosed) and never used.
         """
-        discarded = len(self._store) + self._store.in_flight
-        _fork.keep_forever((self._store, self._runner, self._transport))
-        was = self._state
+        old = self._pipeline
+        discarded = old.discard_in_child()
+        _fork.keep_forever((old, self._transport))
+        was = self._life.state
+        if self._options.transport is None:
+            self._transport = self._own_transport()
         self._new_pipeline()
-        self._counters.discarded_at_fork = discarded
-        if self._own_transport:
-            timeout, connect_timeout = self._timeouts
-            self._transport = default_transport(self._send, timeout, connect_timeout)
-        if was is _CLOSING or was is _CLOSED:
-            self._state = _CLOSED
-            self._finish()
-        else:
-            self._state = _UNOPENED
+        self._pipeline.counters.discarded_at_fork = discarded
+        if was is CLOSING or was is CLOSED:
+            self._life.state = CLOSED
+            self._pipeline.finish()
         if discarded:
             logger.info(
-                "forked: the child discarded %d inherited command(s); the parent "
-                "process sends them",
+                "trackasync: forked: the child discarded %d inherited command(s); "
+                "the parent process sends them",
                 discarded,
             )
 
     def __repr__(self) -> str:
         dry_run = "" if self._send else " send=False"
         return (
-            f"<Client {self._base} auth={self._auth!r} "
-            f"state={self._state.value}{dry_run}>"
+            f"<Client {self._base} auth={self._options.auth!r} "
+            f"state={self._life.state.value}{dry_run}>"
         )
 
     @property
     def state(self) -> ClientState:
         """Where the client is in its life: see ``ClientState``."""
-        return self._state
+        return self._life.state
 
     def __del__(self) -> None:
         # A client dropped while it still holds commands must not lose them
         # silently (aiohttp warns the same way about an unclosed session).
-        if self._state is _CLOSED or self._state is _UNOPENED:
+        # A constructor that failed set nothing: nothing to say then.
+        life = getattr(self, "_life", None)
+        if life is None or life.state is CLOSED or life.state is UNOPENED:
             return
-        store = getattr(self, "_store", None)
-        left = 0 if store is None else len(store) + store.in_flight
+        table = self._table
+        left = len(table) + table.in_flight
         if left:
             message = (
                 f"trackasync.Client was garbage-collected unclosed with {left} "
@@ -334,14 +283,14 @@ class Client:
                 warnings.warn(message, ResourceWarning, stacklevel=1)
 
     @classmethod
-    def from_env(cls, **options: Any) -> Client:
+    def from_env(cls, **options: Unpack[EnvOptions]) -> Client:
         """A client configured from ``TRACKASYNC_*`` environment variables.
 
         Keyword arguments override what the environment says; see the README.
         """
-        from ._env import client_kwargs
+        from ._env import client_options
 
-        return cls(**client_kwargs(options))
+        return cls._from_options(client_options(options, "Client.from_env"))
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -365,101 +314,31 @@ class Client:
     def _ensure_open(self) -> None:
         """Start on first use, or explain why the client cannot be used here."""
         loop = _get_running_loop()
-        if self._open_loop is loop and loop is not None:
+        life = self._life
+        if life.open_loop is loop and loop is not None:
             return
         if loop is None:
             raise ClientStateError(
                 "trackasync.Client must be used from inside a running event loop "
                 "(in a coroutine or a callback of that loop)"
             )
-        if self._state is _CLOSING or self._state is _CLOSED:
+        if life.state is CLOSING or life.state is CLOSED:
             raise ClientClosed("the client is closed; it takes no more commands")
-        if self._loop is not None and self._loop is not loop:
+        if life.loop is not None and life.loop is not loop:
             raise ClientStateError(
                 "this client is bound to another event loop; create one client per loop"
             )
-        self._start(loop)
+        self._pipeline.start(loop)
 
     def _check_loop(self, what: str) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        if self._loop is not None and self._loop is not loop:
+        bound = self._life.loop
+        if bound is not None and bound is not loop:
             raise ClientStateError(
                 f"{what} called from another event loop than the client's; "
                 "create one client per loop"
             )
         return loop
-
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not self._send:
-            logger.warning(DRY_RUN_NOTICE)
-        self._loop = loop
-        self._sender = Sender(
-            transport=self._transport,
-            base=self._base,
-            headers=self._headers,
-            mode=self._mode,
-            retry=self._retry,
-            rate=self._rate,
-            store=self._store,
-            counters=self._counters,
-            max_in_flight=self._max_in_flight,
-            hooks=self._hooks,
-        )
-        self._batcher = Batcher(
-            store=self._store,
-            sender=self._sender,
-            linger=self._linger,
-            await_linger=self._await_linger,
-            max_batch_commands=1
-            if self._mode == "single"
-            else self._limits.max_batch_commands,
-            max_batch_bytes=self._limits.max_batch_bytes,
-        )
-        if self._hooks is not None:
-            self._hooks.start(loop)
-        # The background work runs in tasks the client owns, not in the caller's
-        # task: the client may be opened in one task and closed in another (test
-        # fixtures, framework lifespans) without upsetting a cancel scope.
-        self._runner = loop.create_task(self._run(), name="trackasync")
-        self._state = _OPEN
-        self._open_loop = loop
-
-    async def _run(self) -> None:
-        batcher = self._batcher
-        assert batcher is not None
-        try:
-            await batcher.run()
-        except asyncio.CancelledError:
-            if self._state is _OPEN:
-                # Not our close: the event loop is shutting down (asyncio.run
-                # returning, Ctrl-C) with the client still open.
-                await self._abandon("its event loop stopped")
-            raise
-
-    async def _abandon(self, why: str) -> None:
-        """End at once, without sending: the loop is going away."""
-        self._state = _CLOSING
-        self._open_loop = _NOT_OPEN
-        left = len(self._store) + self._store.in_flight
-        message = (
-            f"trackasync.Client was not closed and {why} with {left} "
-            "command(s) queued or in flight: they end 'closed', undelivered. "
-            "Use 'async with Client(...)' or 'await client.aclose()' before "
-            "the loop ends."
-        )
-        if left:
-            logger.warning(message)
-        try:
-            await self._halt()
-            if self._hooks is not None:
-                await self._hooks.halt()
-            with anyio.move_on_after(_CLOSE_GRACE):
-                await self._transport.aclose()
-        finally:
-            self._finish()
-        if left:
-            # Last: under "-W error" this raises, and everything is settled by now.
-            warnings.warn(message, ResourceWarning, stacklevel=1)
 
     async def aclose(self, timeout: float | None = None) -> CloseReport:
         """Stop taking commands, deliver what is queued, and close.
@@ -473,37 +352,24 @@ class Client:
         its own task within its budget, and any later ``aclose()`` returns the
         same, final report.
         """
-        budget = _timeout("timeout", timeout)
+        budget = timeout_arg("timeout", timeout)
         if budget is None:
-            budget = self._shutdown_timeout
-        if self._report is not None:
-            return self._report
-        if self._loop is not None and self._loop.is_closed():
-            # The loop died without letting the client stop (closed without
-            # cancelling its tasks): settle what is left here.
-            self._state = _CLOSING
-            self._store.close(keep=False)
-            self._finish()
+            budget = self._options.shutdown_timeout
+        pipeline = self._pipeline
+        if pipeline.report is not None:
+            return pipeline.report
+        life = self._life
+        if life.loop is not None and life.loop.is_closed():
+            pipeline.close_dead_loop()
             return self._final()
-        loop = self._check_loop("aclose()")
-        if self._state is _UNOPENED:
-            self._state = _CLOSED
-            self._open_loop = _NOT_OPEN
+        self._check_loop("aclose()")
+        if life.state is UNOPENED:
+            life.state = CLOSED
             await self._transport.aclose()
-            self._finish()
+            pipeline.finish()
             return self._final()
-        closer = self._closer
-        if closer is None and self._state is _CLOSING and self._runner is not None:
-            # The loop is shutting down and the runner is settling everything
-            # (_abandon): its end is this close's end.
-            closer = self._runner
-        if closer is None:
-            self._state = _CLOSING
-            self._open_loop = _NOT_OPEN
-            closer = self._closer = loop.create_task(
-                self._close(budget), name="trackasync-close"
-            )
-        with self._parked():
+        closer = pipeline.begin_close(budget, keep=True)
+        with pipeline.parked():
             try:
                 await asyncio.shield(closer)
             except asyncio.CancelledError:
@@ -515,124 +381,9 @@ class Client:
         return self._final()
 
     def _final(self) -> CloseReport:
-        report = self._report
+        report = self._pipeline.report
         assert report is not None, "the close wrote no report"
         return report
-
-    @contextlib.contextmanager
-    def _parked(self) -> Any:
-        """Mark an ``on_result`` hook that waits for the pipeline, so the pipeline
-        does not wait for it (no deadlock when a hook flushes or closes)."""
-        hooks = self._hooks
-        task = asyncio.current_task()
-        if hooks is None or task is None or not hooks.owns(task):
-            yield
-            return
-        hooks.park(task)
-        try:
-            yield
-        finally:
-            hooks.unpark(task)
-
-    async def _close(self, budget: float) -> None:
-        deadline = _monotonic() + budget
-        store = self._store
-        hooks = self._hooks
-        clean = False
-        try:
-            store.stop_intake()
-            if self._batcher is not None:
-                self._batcher.close()
-            # With a hook, its calls for the commands that end "closed" get the
-            # last share of the budget: draining stops before it.
-            drain_until = deadline - (budget * _HOOK_SHARE if hooks else 0.0)
-            if not await self._drain(drain_until):
-                logger.warning(
-                    "aclose: %d command(s) still queued or in flight after %.1f s; "
-                    "giving them up as 'closed'",
-                    len(store) + store.in_flight,
-                    budget,
-                )
-            await self._halt()
-            # Hooks for the commands that just ended "closed" run too, within
-            # what is left of the budget.
-            if hooks is not None:
-                await hooks.close(deadline)
-            clean = True
-        finally:
-            if not clean:
-                # This task was cancelled (the loop is shutting down): stop at
-                # once, but leave nothing without an outcome.
-                await self._halt()
-                if hooks is not None:
-                    await hooks.halt()
-            with anyio.move_on_after(_CLOSE_GRACE):
-                await self._transport.aclose()
-            self._finish()
-
-    async def _drain(self, deadline: float) -> bool:
-        """Wait until the batcher and every worker are done; False at ``deadline``."""
-        runner, sender = self._runner, self._sender
-        if runner is None or sender is None:
-            return True
-        done, _ = await asyncio.wait(
-            {runner}, timeout=max(0.0, deadline - _monotonic())
-        )
-        if not done:
-            return False
-        sender.stop()
-        workers = set(sender.workers)
-        if workers:
-            _, pending = await asyncio.wait(
-                workers, timeout=max(0.0, deadline - _monotonic())
-            )
-            return not pending
-        return True
-
-    async def _halt(self) -> None:
-        """Cancel the batcher and the workers, then settle whatever is left."""
-        tasks = [t for t in (self._runner, *self._sender_workers()) if t is not None]
-        current = asyncio.current_task()
-        tasks = [t for t in tasks if not t.done() and t is not current]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=_CLOSE_GRACE)
-        runner = self._runner
-        if (
-            runner is not None
-            and runner.done()
-            and not runner.cancelled()
-            and runner.exception() is not None
-        ):
-            logger.error("the background task failed", exc_info=runner.exception())
-        self._store.close(keep=False)
-
-    def _sender_workers(self) -> list[asyncio.Task[None]]:
-        return [] if self._sender is None else list(self._sender.workers)
-
-    def _finish(self) -> None:
-        """Write the final report (once) and log what was lost."""
-        if self._report is not None:
-            return
-        self._ledger.flush_logs()
-        counters = self._counters
-        failed = dict(counters.failed)
-        self._report = CloseReport(
-            delivered=counters.delivered,
-            failed=failed,
-            undelivered=list(self._ledger.closed),
-        )
-        self._state = _CLOSED
-        self._open_loop = _NOT_OPEN
-        lost = sum(failed.values())
-        if lost:
-            logger.warning(
-                "closed: %d delivered, %d not delivered (%s)",
-                counters.delivered,
-                lost,
-                ", ".join(f"{n} {reason}" for reason, n in failed.items() if n),
-            )
 
     # -- commands -------------------------------------------------------------------
 
@@ -652,19 +403,19 @@ class Client:
         """
         # The hottest path of the library: one identity check, one encode, one
         # object, one append. Each extra call here costs a measurable share.
-        if self._open_loop is not _get_running_loop():
+        if self._life.open_loop is not _get_running_loop():
             self._ensure_open()
+        now = _time_ns() // 1000 / 1_000_000
         delivery = Delivery(
             "customers/events",
             self._encode_event(
                 customer_ids,
                 event_type,
                 properties,
-                _time_ns() // 1000 / 1_000_000
-                if timestamp is None
-                else to_seconds(timestamp, "timestamp"),
+                now if timestamp is None else to_seconds(timestamp, "timestamp"),
             ),
-            _monotonic(),
+            now,
+            self._owner,
         )
         self._offer(delivery)
         return delivery
@@ -684,22 +435,22 @@ class Client:
         """
         # The same steps as track_nowait, inlined there and here on purpose: a
         # shared helper would add a call to every event of both paths.
-        if self._open_loop is not _get_running_loop():
+        if self._life.open_loop is not _get_running_loop():
             self._ensure_open()
+        now = _time_ns() // 1000 / 1_000_000
         delivery = Delivery(
             "customers/events",
             self._encode_event(
                 customer_ids,
                 event_type,
                 properties,
-                _time_ns() // 1000 / 1_000_000
-                if timestamp is None
-                else to_seconds(timestamp, "timestamp"),
+                now if timestamp is None else to_seconds(timestamp, "timestamp"),
             ),
-            _monotonic(),
+            now,
+            self._owner,
         )
         if not self._try_offer(delivery):
-            await self._store.put(delivery, self._queue_timeout)
+            await self._table.put(delivery, self._queue_timeout)
         return delivery
 
     async def track_and_wait(
@@ -731,11 +482,11 @@ class Client:
         ``update_timestamp`` defaults to now, taken here: the API then keeps the
         newest value of each property whatever order updates arrive in.
         """
-        if self._open_loop is not _get_running_loop():
+        if self._life.open_loop is not _get_running_loop():
             self._ensure_open()
         body = self._customer_body(customer_ids, properties, update_timestamp)
-        delivery = Delivery("customers", body, _monotonic())
-        self._store.offer(delivery)
+        delivery = Delivery("customers", body, _time(), self._owner)
+        self._offer(delivery)
         return delivery
 
     async def update_customer(
@@ -746,12 +497,12 @@ class Client:
         update_timestamp: object = None,
     ) -> Delivery:
         """Queue a customer property update; under "wait", waits for room."""
-        if self._open_loop is not _get_running_loop():
+        if self._life.open_loop is not _get_running_loop():
             self._ensure_open()
         body = self._customer_body(customer_ids, properties, update_timestamp)
-        delivery = Delivery("customers", body, _monotonic())
+        delivery = Delivery("customers", body, _time(), self._owner)
         if not self._try_offer(delivery):
-            await self._store.put(delivery, self._queue_timeout)
+            await self._table.put(delivery, self._queue_timeout)
         return delivery
 
     def _customer_body(
@@ -767,7 +518,7 @@ class Client:
         )
         return self._codec.customer(customer_ids, properties, stamp)
 
-    # -- the seam for front ends that run in other threads (SyncClient) -----------
+    # -- the seam for SyncClient, which runs in other threads ----------------------
 
     def _event(
         self,
@@ -781,9 +532,10 @@ class Client:
         Touches no client state, so it is safe from any thread: a front end in
         another thread raises ``InvalidEvent`` to its caller, at the call.
         """
-        stamp = _now() if timestamp is None else to_seconds(timestamp, "timestamp")
+        now = _now()
+        stamp = now if timestamp is None else to_seconds(timestamp, "timestamp")
         body = self._encode_event(customer_ids, event_type, properties, stamp)
-        return Delivery("customers/events", body, _monotonic())
+        return Delivery("customers/events", body, now, self._owner)
 
     def _customer(
         self,
@@ -793,23 +545,7 @@ class Client:
     ) -> Delivery:
         """Validate and encode a customer update, not yet queued (any thread)."""
         body = self._customer_body(customer_ids, properties, update_timestamp)
-        return Delivery("customers", body, _monotonic())
-
-    def _submit_nowait(self, delivery: Delivery) -> None:
-        """Queue a command built by ``_event``/``_customer``, in the client's loop,
-        applying the overflow policy without waiting (``QueueFull`` when full
-        under "wait" or "raise")."""
-        if self._open_loop is not _get_running_loop():
-            self._ensure_open()
-        self._offer(delivery)
-
-    async def _submit(self, delivery: Delivery) -> None:
-        """Queue a command built by ``_event``/``_customer``, in the client's loop,
-        waiting up to ``queue_timeout`` for room under "wait"."""
-        if self._open_loop is not _get_running_loop():
-            self._ensure_open()
-        if not self._try_offer(delivery):
-            await self._store.put(delivery, self._queue_timeout)
+        return Delivery("customers", body, _time(), self._owner)
 
     # -- waiting and reading ------------------------------------------------------
 
@@ -819,13 +555,16 @@ class Client:
         With ``timeout``, returns after that many seconds at the latest; what is
         still pending then is counted in ``pending`` (and keeps going).
         """
-        wait = _timeout("timeout", timeout)
+        wait = timeout_arg("timeout", timeout)
         self._check_loop("flush()")
-        if self._batcher is None:
+        pipeline = self._pipeline
+        batcher = pipeline.batcher
+        if batcher is None:
             return FlushResult(delivered=0, failed=0, pending=0)
-        targets = self._store.pending()
-        self._batcher.flush()
-        with self._parked(), anyio.move_on_after(wait):
+        pipeline.table.drain_inbox()
+        targets = pipeline.table.pending()
+        batcher.flush()
+        with pipeline.parked(), anyio.move_on_after(wait):
             # Newest first: commands settle roughly in order, so once the
             # newest is done most others are too and need no waiter of their own.
             for delivery in reversed(targets):
@@ -849,9 +588,12 @@ class Client:
 
         One request, not retried; raises ``RequestError`` subclasses on failure.
         """
+        if self._life.state is CLOSING:
+            raise ClientClosed("the client is closing; it sends no more requests")
         self._ensure_open()
-        await self._rate.acquire()
-        self._counters.requests += 1
+        pipeline = self._pipeline
+        await pipeline.rate.acquire()
+        pipeline.counters.requests += 1
         response = await self._transport.send(
             Request("GET", f"{self._base}/system/time", self._headers)
         )
@@ -859,10 +601,12 @@ class Client:
 
     def stats(self) -> Stats:
         """A snapshot of the client's counters; see ``Stats`` for the invariant."""
-        store = self._store
-        return self._counters.snapshot(
-            enqueued=store.accepted,
-            queued=len(store),
-            in_flight=store.in_flight,
-            hooks_skipped=0 if self._hooks is None else self._hooks.skipped,
+        pipeline = self._pipeline
+        accepted, queued, in_flight = pipeline.table.counts()
+        hooks = pipeline.hooks
+        return pipeline.counters.snapshot(
+            enqueued=accepted,
+            queued=queued,
+            in_flight=in_flight,
+            hooks_skipped=0 if hooks is None else hooks.skipped,
         )

@@ -8,6 +8,7 @@ creates a waiter only for callers that do await.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import weakref
 from collections.abc import Callable, Generator
@@ -76,10 +77,19 @@ class Delivery(msgspec.Struct, eq=False):
     kind: Kind
     #: The command's JSON body, encoded once at the call and sent as is.
     body: bytes
-    #: ``time.monotonic()`` at the call.
-    enqueued_at: float
-    #: Requests that carried it so far.
+    #: When the command was created, in UNIX seconds (wall clock): the call
+    #: that queued it, or, for a recovered command, the call in an earlier run.
+    created: float
+    #: The id of the client that owns it (0: none), so that awaiting it
+    #: expedites that client's requests and no other's.
+    owner: int = 0
+    #: Its sequence number in the owner's command table (unique per process).
+    seq: int = 0
+    #: Requests that carried it so far, earlier runs included.
     attempts: int = 0
+    #: True for a command taken back from an earlier run's spool: nobody holds
+    #: it but the ``on_result`` hook, which can tell it apart by this flag.
+    recovered: bool = False
     # None while pending, then what ended it.
     _outcome: Accepted | DeliveryFailed | None = None
     # Futures of awaiting callers and done callbacks, woken in order on settle.
@@ -118,7 +128,7 @@ class Delivery(msgspec.Struct, eq=False):
                 attempts=self.attempts,
                 status=outcome.status,
                 request_id=outcome.request_id,
-                latency=max(0.0, outcome.at - self.enqueued_at),
+                latency=max(0.0, outcome.at - self.created),
             )
         if outcome is not None:
             # The same exception object is raised at every await: drop the
@@ -157,10 +167,10 @@ class Delivery(msgspec.Struct, eq=False):
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[None] = loop.create_future()
             # Someone waits for this command: its client should not linger.
-            for ref in _awaited.get(loop, ()):
-                expedite = ref()
-                if expedite is not None:
-                    expedite()
+            ref = _awaited.get(self.owner)
+            expedite = None if ref is None else ref()
+            if expedite is not None:
+                expedite()
             if self._waiters is None:
                 self._waiters = [waiter]
             else:
@@ -195,32 +205,25 @@ class Delivery(msgspec.Struct, eq=False):
                 _soon(waiter, self)
 
 
-# The clients' batchers per event loop, told when a caller starts awaiting a
-# command (a Delivery does not know its client: a slot for it would cost every
-# call; a dict look-up per await costs nothing that matters).
-# Weak references: this registry must not keep an abandoned client alive (its
-# collection is what warns that it was never closed).
-_awaited: dict[
-    asyncio.AbstractEventLoop, list[weakref.WeakMethod[Callable[[], None]]]
-] = {}
+# What to call when a caller starts awaiting a command, per owning client (a
+# Delivery holds its owner's id, an int, not a reference: a reference would make
+# every queued Delivery tracked by the garbage collector). Weak references: this
+# registry must not keep an abandoned client alive (its collection is what warns
+# that it was never closed).
+_awaited: dict[int, weakref.WeakMethod[Callable[[], None]]] = {}
+_owner_ids = itertools.count(1)
 
 
-def watch_awaits(
-    loop: asyncio.AbstractEventLoop, expedite: Callable[[], None]
-) -> Callable[[], None]:
-    """Call ``expedite()`` (a bound method) whenever a ``Delivery`` starts being
-    awaited in ``loop``, from now until the returned function is called."""
-    ref = weakref.WeakMethod(expedite)
-    _awaited.setdefault(loop, []).append(ref)
+def new_owner(expedite: Callable[[], None]) -> int:
+    """An owner id whose awaited commands call ``expedite()`` (a bound method),
+    until ``forget_owner(id)``."""
+    owner = next(_owner_ids)
+    _awaited[owner] = weakref.WeakMethod(expedite)
+    return owner
 
-    def unwatch() -> None:
-        refs = _awaited.get(loop, [])
-        if ref in refs:
-            refs.remove(ref)
-        if not refs:
-            _awaited.pop(loop, None)
 
-    return unwatch
+def forget_owner(owner: int) -> None:
+    _awaited.pop(owner, None)
 
 
 def _soon(fn: Callable[[Delivery], object], delivery: Delivery) -> None:

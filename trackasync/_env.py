@@ -16,6 +16,7 @@ from typing import Any
 
 from ._auth import PrivateKey, PublicToken
 from ._exceptions import ConfigError
+from ._options import Options, check_names
 
 PREFIX = "TRACKASYNC_"
 BASE_URL = "TRACKASYNC_BASE_URL"
@@ -68,6 +69,7 @@ TUNING: dict[str, Callable[[str, str], Any]] = {
     "overflow": _text,
     "queue_timeout": _optional_number,
     "linger": _number,
+    "await_linger": _number,
     "mode": _text,
     "max_in_flight": _integer,
     "rate_limit": _optional_number,
@@ -134,3 +136,12 @@ def client_kwargs(
     if "auth" not in options:
         options["auth"] = auth_from_env(env)
     return options
+
+
+def client_options(
+    overrides: Mapping[str, Any], where: str = "Client.from_env"
+) -> Options:
+    """``Options`` from the environment, ``overrides`` winning; a keyword that
+    is no option raises ``TypeError`` naming ``where``."""
+    check_names(overrides, where)
+    return Options(**client_kwargs(overrides))

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-FailureReason = Literal["rejected", "gave_up", "dropped", "closed"]
+FailureReason = Literal["rejected", "gave_up", "dropped", "closed", "kept"]
 
 
 class TrackError(Exception):
@@ -172,7 +172,10 @@ class DeliveryFailed(TrackError):
     - ``"rejected"``: the API refused it; ``errors`` holds its own error strings;
     - ``"gave_up"``: retries ran out (attempts or deadline) on retryable failures;
     - ``"dropped"``: the overflow policy dropped it before it was sent;
-    - ``"closed"``: the client closed before it could be delivered.
+    - ``"closed"``: the client closed before it could be delivered;
+    - ``"kept"``: the client closed before it could be delivered, and the
+      command stays in the spool: the next run on that spool sends it. It is
+      counted in ``Stats.kept``, not in ``Stats.failed``.
 
     ``status``, ``attempts`` and ``request_id`` describe the last request that
     carried it, and ``error`` is that request's failure when it had one.

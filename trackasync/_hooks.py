@@ -29,7 +29,7 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from ._delivery import Delivery
@@ -38,6 +38,7 @@ from ._stats import ThrottledLog
 logger = logging.getLogger("trackasync")
 
 ResultHook = Callable[[Delivery], Awaitable[None] | None]
+Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 
 HOOK_CONCURRENCY = 16
 HOOK_BACKLOG = 10_000
@@ -60,6 +61,7 @@ class HookRunner:
         "_progress",
         "_room",
         "_skipped_log",
+        "_spawn",
         "_wake",
         "skipped",
     )
@@ -73,6 +75,7 @@ class HookRunner:
         # the pipeline, so the pipeline must not wait for them.
         self._parked: set[asyncio.Task[Any]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
+        self._spawn: Spawn | None = None
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -115,8 +118,18 @@ class HookRunner:
 
     # -- running ------------------------------------------------------------------------
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._dispatcher = loop.create_task(self._dispatch(), name="trackasync-hooks")
+    def start(self, spawn: Spawn) -> None:
+        """Start the dispatcher; every task of the hook's is started by ``spawn``,
+        the pipeline's supervisor."""
+        self._spawn = spawn
+        self._dispatcher = spawn(self._dispatch(), "trackasync-hooks")
+
+    def tasks(self) -> set[asyncio.Task[Any]]:
+        """The dispatcher and the hook calls under way: the runner's own to end."""
+        tasks = set(self._active)
+        if self._dispatcher is not None:
+            tasks.add(self._dispatcher)
+        return tasks
 
     def owns(self, task: asyncio.Task[Any] | None) -> bool:
         """Whether ``task`` is one of ours (a hook calling back into the client)."""
@@ -143,8 +156,9 @@ class HookRunner:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                task = asyncio.get_running_loop().create_task(
-                    self._call_async(backlog.popleft())
+                assert self._spawn is not None
+                task = self._spawn(
+                    self._call_async(backlog.popleft()), "trackasync-hook"
                 )
                 self._active.add(task)
                 task.add_done_callback(self._finished)

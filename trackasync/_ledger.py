@@ -1,7 +1,7 @@
 """Where every command's outcome is recorded: counters, the caller's handle, the
 hook's queue, and the log lines that make losses loud.
 
-Only the command store calls it, so each command is counted once and the
+Only the command table calls it, so each command is counted once and the
 ``on_result`` hook is queued once per command. The hook itself is never called
 from here: ``HookRunner`` calls it later from the client's own task.
 """
@@ -25,13 +25,15 @@ LOG_INTERVAL = 10.0
 class Ledger:
     """Records outcomes; makes every kind of loss visible at WARNING or above."""
 
-    __slots__ = ("_logs", "closed", "counters", "hooks")
+    __slots__ = ("_logs", "closed", "counters", "hooks", "last_errors")
 
     def __init__(self, counters: Counters, hooks: HookRunner | None) -> None:
         self.counters = counters
         self.hooks = hooks
         #: Commands that failed because the client closed, for the close report.
         self.closed: list[Delivery] = []
+        #: The last error of each failure reason, for the close summary.
+        self.last_errors: dict[str, str] = {}
         self._logs = {
             "dropped": ThrottledLog(
                 logging.WARNING,
@@ -73,11 +75,40 @@ class Ledger:
         """This command ended without being accepted; False if it had an outcome."""
         if not delivery._settle(error):
             return False
+        self.record_failed(delivery, error)
+        return True
+
+    def kept(self, deliveries: Sequence[Delivery]) -> None:
+        """A close that keeps: these commands stay in the spool for the next run.
+
+        Their handles end with reason "kept" (an awaiting caller must not wait
+        for a run that may never come); they count in ``kept``, not in
+        ``failed``, and the hook is called for them as for any outcome.
+        """
+        kept = 0
+        hooks = self.hooks
+        for delivery in deliveries:
+            error = DeliveryFailed(
+                "kept",
+                "the client closed before the API answered; the command is kept "
+                "in the spool and the next run on it sends it",
+                attempts=delivery.attempts,
+            )
+            if delivery._settle(error):
+                kept += 1
+                if hooks is not None:
+                    hooks.push(delivery)
+        self.counters.kept += kept
+
+    def record_failed(self, delivery: Delivery, error: DeliveryFailed) -> None:
+        """Count, log and queue the hook for a command whose handle already holds
+        this failure (settled at a call in another thread)."""
         reason = error.reason
         self.counters.failed[reason] += 1
         if reason == "closed":
             self.closed.append(delivery)
         else:
+            self.last_errors[reason] = (_errors(error) or str(error))[:300]
             logger.debug("command failed (%s): %s", reason, error)
             cause = error.error
             if isinstance(cause, AuthError):
@@ -90,7 +121,6 @@ class Ledger:
                 self._logs[reason](_errors(error) or str(error))
         if self.hooks is not None:
             self.hooks.push(delivery)
-        return True
 
     def flush_logs(self) -> None:
         """Log every count still waiting for its interval (at close)."""

@@ -12,7 +12,8 @@ import asyncio
 import logging
 import random
 import time
-from typing import Literal
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import anyio
 
@@ -20,6 +21,7 @@ from ._config import MAX_BATCH_COMMANDS, Retry
 from ._delivery import Accepted, Delivery, Kind
 from ._exceptions import APIError, BadRequest, DeliveryFailed, RateLimited, RequestError
 from ._hooks import HookRunner
+from ._options import Mode
 from ._ratelimit import RateLimiter
 from ._results import (
     batch_all_accepted,
@@ -33,18 +35,16 @@ from ._results import (
 )
 from ._retry import backoff, is_retryable, parse_retry_after
 from ._stats import Counters
-from ._store import CommandStore
+from ._table import CommandTable
 from ._transport import Request, Response, Transport
 
 logger = logging.getLogger("trackasync")
 
-Mode = Literal["auto", "batch", "single"]
-MODES: tuple[Mode, ...] = ("auto", "batch", "single")
 
 # Looked up at call time, so tests can replace them and drive retries without
 # real waiting.
 _sleep = anyio.sleep
-_monotonic = time.monotonic
+_time = time.time
 
 _KINDS: tuple[Kind, ...] = ("customers/events", "customers")
 
@@ -94,7 +94,8 @@ class Sender:
         mode: Mode,
         retry: Retry,
         rate: RateLimiter,
-        store: CommandStore,
+        table: CommandTable,
+        spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]],
         counters: Counters,
         max_in_flight: int,
         hooks: HookRunner | None = None,
@@ -107,7 +108,11 @@ class Sender:
         self._mode = mode
         self._retry = retry
         self._rate = rate
-        self._store = store
+        self._table = table
+        self._spawn = spawn
+        # When this run started (UNIX seconds): the retry deadline of a command
+        # an earlier run left counts from here.
+        self._started = _time()
         self._counters = counters
         self._hooks = hooks
         self._rng = rng or random.Random()
@@ -144,9 +149,7 @@ class Sender:
         start with the first requests, so a client that never sends starts none.
         """
         if len(self.workers) < self._max_workers:
-            worker = asyncio.get_running_loop().create_task(
-                self._work(), name="trackasync-sender"
-            )
+            worker = self._spawn(self._work(), "trackasync-sender")
             self.workers.add(worker)
             worker.add_done_callback(self.workers.discard)
         self._jobs.put_nowait(commands)
@@ -169,7 +172,7 @@ class Sender:
 
     async def deliver(self, commands: list[Delivery]) -> None:
         """Deliver ``commands``; each has an outcome on return, unless cancelled
-        (then the store still holds them in flight, for the client to close).
+        (then the table still holds them in flight, for the client to close).
 
         The first request's rate-limit slot was taken by ``reserve``.
         """
@@ -180,9 +183,9 @@ class Sender:
             logger.exception(
                 "unexpected error while delivering %d commands", len(commands)
             )
-            for command in commands:
-                if not command.done():
-                    self._store.fail(
+            self._table.settle(
+                failed=[
+                    (
                         command,
                         DeliveryFailed(
                             "gave_up",
@@ -190,6 +193,10 @@ class Sender:
                             attempts=command.attempts,
                         ),
                     )
+                    for command in commands
+                    if not command.done()
+                ]
+            )
         if self._hooks is not None:
             # Backpressure: a slow on_result hook slows sending, not memory.
             await self._hooks.room()
@@ -220,26 +227,29 @@ class Sender:
             counters.requests += 1
             counters.bytes_sent += len(request.body or b"")
             retry_after: float | None = None
+            outcome = Outcome()
             try:
                 response = await self._transport.send(request)
             except RequestError as exc:
-                error: RequestError = exc
+                error: RequestError | None = exc
                 retry = pending
             else:
-                settled = self._settle(pending, response, single)
-                if settled is None:
-                    return
-                retry, error = settled
+                retry, error = self._read(pending, response, single, outcome)
                 retry_after = parse_retry_after(response.header("retry-after"))
-            if retry_after is not None:
-                delay = min(retry_after, policy.max_retry_after)
-            else:
-                delay = backoff(policy, attempt, self._rng)
-            if isinstance(error, RateLimited):
-                counters.rate_limited += 1
-                # The pause applies to every request, so it gets the same cap.
-                self._rate.rate_limited(None if retry_after is None else delay)
-            keep = self._still_worth_trying(retry, error, delay)
+            keep: list[Delivery] = []
+            delay = 0.0
+            if error is not None:
+                if retry_after is not None:
+                    delay = min(retry_after, policy.max_retry_after)
+                else:
+                    delay = backoff(policy, attempt, self._rng)
+                if isinstance(error, RateLimited):
+                    counters.rate_limited += 1
+                    # The pause applies to every request, so it gets the same cap.
+                    self._rate.rate_limited(None if retry_after is None else delay)
+                keep = self._still_worth_trying(retry, error, delay, outcome)
+            # Every outcome this answer brought, in one step.
+            self._table.settle(outcome.accepted, outcome.receipt, outcome.failed)
             if not keep:
                 return
             logger.debug(
@@ -251,70 +261,83 @@ class Sender:
                 request, single = self._request(pending)
 
     def _still_worth_trying(
-        self, retry: list[Delivery], error: RequestError, delay: float
+        self,
+        retry: list[Delivery],
+        error: RequestError,
+        delay: float,
+        outcome: Outcome,
     ) -> list[Delivery]:
         """The commands that may be retried; the rest are given up, with the error."""
         policy = self._retry
-        resume = _monotonic() + delay
+        resume = _time() + delay
+        # The deadline counts from the command's creation, or from this run's
+        # start for a command an earlier run left (it had its own deadline there).
+        started = self._started
         keep: list[Delivery] = []
         for command in retry:
             if command.attempts >= policy.attempts:
                 why = f"gave up after {command.attempts} attempts"
-            elif resume > command.enqueued_at + policy.timeout:
+            elif resume > max(command.created, started) + policy.timeout:
                 why = f"gave up: the retry deadline of {policy.timeout} s would pass"
             else:
                 keep.append(command)
                 continue
-            self._store.fail(
-                command,
-                DeliveryFailed(
-                    "gave_up",
-                    f"{why}; last error: {error}",
-                    errors=error.errors if isinstance(error, APIError) else (),
-                    status=error.status,
-                    attempts=command.attempts,
-                    request_id=error.request_id,
-                    error=error,
-                ),
+            outcome.failed.append(
+                (
+                    command,
+                    DeliveryFailed(
+                        "gave_up",
+                        f"{why}; last error: {error}",
+                        errors=error.errors if isinstance(error, APIError) else (),
+                        status=error.status,
+                        attempts=command.attempts,
+                        request_id=error.request_id,
+                        error=error,
+                    ),
+                )
             )
         return keep
 
-    def _settle(
-        self, commands: list[Delivery], response: Response, single: bool
-    ) -> tuple[list[Delivery], RequestError] | None:
-        """Record final outcomes; return the commands to retry and why, if any."""
+    def _read(
+        self,
+        commands: list[Delivery],
+        response: Response,
+        single: bool,
+        outcome: Outcome,
+    ) -> tuple[list[Delivery], RequestError | None]:
+        """Read an answer into ``outcome``; return the commands to retry and why."""
         status = response.status
         if not 200 <= status < 300:
             error = error_for(response)
             if is_retryable(error):
                 return commands, error
-            self._reject(commands, error)
-            return None
+            outcome.reject(commands, error)
+            return [], None
         rid = request_id(response)
         if single:
             # None: accepted; BadRequest: refused (final); else unknown: retried.
-            outcome = read_single(response)
-            if outcome is None:
-                self._accept(commands, status, rid)
-            elif isinstance(outcome, BadRequest):
-                self._reject(commands, outcome)
+            answer = read_single(response)
+            if answer is None:
+                self._accept(outcome, commands, status, rid)
+            elif isinstance(answer, BadRequest):
+                outcome.reject(commands, answer)
             else:
-                return commands, outcome
-            return None
+                return commands, answer
+            return [], None
         if batch_all_accepted(response.body, len(commands)):
             # The common answer, recognised by its text: settle all at once.
-            self._accept(commands, status, rid)
-            return None
-        answer = batch_answer(response)
-        if answer is None or answer.results is None:
-            if answer is not None and answer.success is False:
-                self._reject(commands, refusal_error(response))
-                return None
+            self._accept(outcome, commands, status, rid)
+            return [], None
+        batch = batch_answer(response)
+        if batch is None or batch.results is None:
+            if batch is not None and batch.success is False:
+                outcome.reject(commands, refusal_error(response))
+                return [], None
             # No per-command results: nothing says the commands were taken.
             return commands, APIError(
                 "the batch answer had no results", status=status, request_id=rid
             )
-        matched = match_results(answer.results, len(commands))
+        matched = match_results(batch.results, len(commands))
         accepted: list[Delivery] = []
         retry: list[Delivery] = []
         for command, result in zip(commands, matched):
@@ -324,7 +347,7 @@ class Sender:
                 accepted.append(command)
             else:
                 errors = errors_of({"errors": result.errors}) or ["command failed"]
-                self._reject(
+                outcome.reject(
                     [command],
                     BadRequest(
                         "; ".join(errors),
@@ -334,23 +357,41 @@ class Sender:
                     ),
                 )
         if accepted:
-            self._accept(accepted, status, rid)
+            self._accept(outcome, accepted, status, rid)
         if retry:
             return retry, APIError(
                 f"the batch answer had no result for {len(retry)} commands",
                 status=status,
                 request_id=rid,
             )
-        return None
+        return [], None
 
-    def _accept(self, commands: list[Delivery], status: int, rid: str | None) -> None:
+    def _accept(
+        self,
+        outcome: Outcome,
+        commands: list[Delivery],
+        status: int,
+        rid: str | None,
+    ) -> None:
         self._rate.accepted()
-        self._store.accept(commands, Accepted(status, rid, _monotonic()))
+        outcome.accepted = commands
+        outcome.receipt = Accepted(status, rid, _time())
 
-    def _reject(self, commands: list[Delivery], error: RequestError) -> None:
+
+class Outcome:
+    """The final outcomes one answer brought, settled in the table in one step."""
+
+    __slots__ = ("accepted", "failed", "receipt")
+
+    def __init__(self) -> None:
+        self.accepted: list[Delivery] = []
+        self.receipt: Accepted | None = None
+        self.failed: list[tuple[Delivery, DeliveryFailed]] = []
+
+    def reject(self, commands: list[Delivery], error: RequestError) -> None:
         errors = error.errors if isinstance(error, APIError) else ()
-        for command in commands:
-            self._store.fail(
+        self.failed.extend(
+            (
                 command,
                 DeliveryFailed(
                     "rejected",
@@ -362,3 +403,5 @@ class Sender:
                     error=error,
                 ),
             )
+            for command in commands
+        )

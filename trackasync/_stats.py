@@ -19,10 +19,14 @@ logger = logging.getLogger("trackasync")
 class Stats:
     """A snapshot of the client's counters since it was created.
 
-    Every command ends in exactly one of ``delivered`` or ``failed``, and each
-    is counted in exactly one place at any moment, so at every snapshot::
+    Every command ends in exactly one of ``delivered``, ``failed`` or ``kept``,
+    and each is counted in exactly one place at any moment, so at every
+    snapshot::
 
-        enqueued == delivered + sum(failed.values()) + queued + in_flight
+        enqueued + recovered
+            == delivered + sum(failed.values()) + kept + queued + in_flight
+
+    (``kept`` and ``recovered`` are 0 without a spool.)
 
     (``rejected`` and ``dropped`` are ``failed["rejected"]`` and
     ``failed["dropped"]``, not further terms). A command waiting to be retried is
@@ -56,6 +60,11 @@ class Stats:
     #: In a forked child: the commands it inherited queued or in flight, left to
     #: the parent to send (the other counters start from zero in the child).
     discarded_at_fork: int = 0
+    #: Commands left in the spool at close, unsent, for the next run to send.
+    kept: int = 0
+    #: Commands taken back from the spool of an earlier run (of this process or
+    #: of one that is gone), to be sent by this one.
+    recovered: int = 0
 
 
 class Counters:
@@ -66,13 +75,17 @@ class Counters:
         "delivered",
         "discarded_at_fork",
         "failed",
+        "kept",
         "rate_limited",
+        "recovered",
         "requests",
         "retries",
     )
 
     def __init__(self) -> None:
         self.delivered = 0
+        self.kept = 0
+        self.recovered = 0
         self.discarded_at_fork = 0
         self.requests = 0
         self.retries = 0
@@ -99,6 +112,8 @@ class Counters:
             rate_limited=self.rate_limited,
             hooks_skipped=hooks_skipped,
             discarded_at_fork=self.discarded_at_fork,
+            kept=self.kept,
+            recovered=self.recovered,
         )
 
 
@@ -175,3 +190,8 @@ class CloseReport:
     failed: Mapping[str, int]
     #: Commands that ended "closed": never delivered, kept for the caller.
     undelivered: list[Delivery] = field(repr=False)
+    #: Commands left in the spool, unsent, for the next run (0 without a spool).
+    kept: int = 0
+    #: The last error seen for each failure reason ("gave_up", "rejected"...),
+    #: so that a close summary says why, not only how many.
+    last_errors: Mapping[str, str] = field(default_factory=dict)

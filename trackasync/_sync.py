@@ -1,21 +1,14 @@
 """``SyncClient``: the client for code without an event loop.
 
 One ``Client`` runs on an event loop in a background thread that the
-``SyncClient`` owns and starts on first use. A call validates and encodes in the
-caller's thread (so bad input raises there, at the call) and hands the encoded
-command over without waiting for the loop: commands are appended to a list under
-a lock and the loop is woken only when that list was empty, so a burst of calls
-costs one wake-up, not one cross-thread round trip per call.
-
-The intake is bounded so the overflow policies still answer at the call:
-
-- "raise" and "wait" count slots: a slot is taken at the call and given back
-  when the command has its outcome, so ``max_queue`` bounds the commands queued,
-  being handed over or in flight. "raise" raises ``QueueFull`` when none is free;
-  "wait" blocks the calling thread up to ``queue_timeout`` for one.
-- "drop_new" and "drop_old" are applied by the inner client, in its loop, as on
-  ``Client``. Should the loop fall ``max_queue`` commands behind the callers, new
-  commands are dropped at the call (counted as "dropped").
+``SyncClient`` owns and starts on first use. ``SyncClient`` is only an adapter:
+a call validates and encodes in the caller's thread (so bad input raises there,
+at the call) and hands the encoded command to the client's command table, the
+same owner that ``Client`` uses, which applies the overflow policy at the call
+("raise" raises, "wait" blocks this thread for room) and moves a burst of
+hand-overs into its queue with one wake-up of the loop. Every outcome, drops
+included, goes through the same path as on ``Client``: the same counts, log
+lines and ``on_result`` calls.
 """
 
 from __future__ import annotations
@@ -27,62 +20,29 @@ import concurrent.futures
 # first (they run in reverse order) while the loop can still resolve host names.
 import concurrent.futures.thread
 import contextlib
+import dataclasses
 import logging
 import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _fork
 from ._auth import PrivateKey, PublicToken
-from ._buffer import Overflow
-from ._client import (
-    DEFAULT_MAX_QUEUE,
-    DEFAULT_QUEUE_TIMEOUT,
-    DEFAULT_SHUTDOWN_TIMEOUT,
-    Client,
-)
-from ._config import Limits, Retry
+from ._client import Client
 from ._delivery import Delivery, Receipt
-from ._exceptions import (
-    ClientClosed,
-    ClientStateError,
-    ConfigError,
-    DeliveryFailed,
-    QueueFull,
-)
-from ._hooks import ResultHook
-from ._sender import Mode
+from ._exceptions import ClientClosed, ClientStateError, ConfigError, DeliveryFailed
+from ._options import SyncClientOptions, check_names, timeout_arg
 from ._stats import CloseReport, FlushResult, Stats
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from ._options import EnvOptions
+
 logger = logging.getLogger("trackasync")
-
-
-class SyncClientOptions(TypedDict, total=False):
-    """The keyword options of ``Client`` that ``SyncClient`` passes on (all but
-    ``transport``: a transport is bound to one loop and cannot follow a fork)."""
-
-    max_queue: int
-    overflow: Overflow
-    queue_timeout: float | None
-    linger: float
-    mode: Mode
-    max_in_flight: int
-    rate_limit: float | None
-    rate_budget: str | None
-    retry: Retry | None
-    limits: Limits | None
-    timeout: float
-    connect_timeout: float
-    shutdown_timeout: float
-    on_result: ResultHook | None
-    allow_http: bool
 
 
 _T = TypeVar("_T")
@@ -92,7 +52,7 @@ _T = TypeVar("_T")
 _LIVENESS_POLL = 0.2
 # Extra time allowed beyond a close's own budget before the background thread
 # is declared unresponsive.
-_CLOSE_GRACE = 5.0
+_THREAD_GRACE = 5.0
 # Starting the background thread and opening the client inside it.
 _START_TIMEOUT = 10.0
 
@@ -172,32 +132,15 @@ class _Runtime:
     starts a new one on first use.
     """
 
-    def __init__(
-        self,
-        client: Client,
-        overflow: str,
-        max_queue: int,
-        queue_timeout: float | None,
-        shutdown_timeout: float,
-    ) -> None:
+    def __init__(self, client: Client, shutdown_timeout: float) -> None:
         self.client = client
-        self.queue_timeout = queue_timeout
+        options = client._options
+        self.queue_timeout = options.queue_timeout
         self.shutdown_timeout = shutdown_timeout
         self.event = client._event
         self.customer = client._customer
-        self.max_queue = max_queue
-        # Slots are counted for the policies that must answer "full" at the call.
-        self.bounded = overflow in ("raise", "wait")
-        self.blocking = overflow == "wait"
-        self.slots = max_queue
-        self.waiting = 0
-        self.lock = threading.Lock()
-        self.room = threading.Condition(self.lock)
-        self.pending: list[Delivery] = []
-        self.scheduled = False
+        self.table = client._pipeline.table
         self.closing = False
-        # Commands dropped at the intake because the loop fell behind.
-        self.intake_dropped = 0
         self.forked = False
         self.failure: BaseException | None = None
         self.loop = asyncio.new_event_loop()
@@ -232,13 +175,27 @@ class _Runtime:
         loop = self.loop
         asyncio.set_event_loop(loop)
         try:
-            loop.run_forever()
+            while True:
+                try:
+                    loop.run_forever()
+                    break
+                except (SystemExit, KeyboardInterrupt) as exc:
+                    # Raised by a callback (a done callback, a hook): it would
+                    # end this thread and strand every command. The pipeline
+                    # goes on; the exit was meant for the caller's thread.
+                    logger.error(
+                        "trackasync: SyncClient: %s raised in the background "
+                        "thread by a callback; ignored, the client goes on",
+                        type(exc).__name__,
+                    )
         except BaseException as exc:
-            # Anything that escapes the loop ends the thread: remember why, so the
-            # next call says so instead of queueing into a dead thread.
+            # Anything else that escapes the loop ends the thread: remember why,
+            # so the next call says so instead of queueing into a dead thread.
             self.failure = exc
-            with self.lock:
-                self.room.notify_all()
+            logger.error(
+                "trackasync: SyncClient: the background thread died (%s)",
+                type(exc).__name__,
+            )
             return
         finally:
             asyncio.set_event_loop(None)
@@ -261,7 +218,7 @@ class _Runtime:
         if failure is not None:
             raise ClientStateError(
                 "the SyncClient's background thread died "
-                f"({type(failure).__name__}: {failure}); create a new client"
+                f"({type(failure).__name__}); create a new client"
             ) from failure
         if not self.thread.is_alive() and not self.closing:
             raise ClientStateError("the SyncClient's background thread is not running")
@@ -269,89 +226,14 @@ class _Runtime:
     # -- handing commands over -------------------------------------------------------
 
     def hand_over(self, delivery: Delivery) -> None:
-        """Queue ``delivery`` for the loop, applying the overflow policy at the call."""
-        with self.lock:
-            if self.closing:
-                raise ClientClosed("the client is closed; it takes no more commands")
-            if self.bounded:
-                if self.slots <= 0:
-                    self._wait_for_room()
-                self.slots -= 1
-            elif len(self.pending) >= self.max_queue:
-                self.intake_dropped += 1
-                delivery._settle(
-                    DeliveryFailed(
-                        "dropped",
-                        "dropped by the overflow policy: the background thread "
-                        f"was {self.max_queue} commands behind",
-                    )
-                )
-                return
-            self.pending.append(delivery)
-            if self.scheduled:
-                return
-            self.scheduled = True
+        """Give ``delivery`` to the client's table; the policy answers here."""
         try:
-            self.loop.call_soon_threadsafe(self._drain)
+            self.table.hand_over(
+                delivery, self.queue_timeout, may_wait=not self.in_loop_thread()
+            )
         except RuntimeError:  # the loop is closed: the thread is gone
             self.check_alive()
             raise
-
-    def _wait_for_room(self) -> None:
-        """Called with the lock held and no slot free."""
-        if not self.blocking or self.in_loop_thread():
-            # Never block the loop thread: it is the one that frees the room.
-            raise QueueFull(
-                f"the queue is full ({self.max_queue} commands); nothing was queued"
-            )
-        timeout = self.queue_timeout
-        self.waiting += 1
-        try:
-            deadline = None if timeout is None else _monotonic() + timeout
-            while self.slots <= 0:
-                if self.closing:
-                    raise ClientClosed("the client closed while waiting for room")
-                if self.failure is not None:
-                    self.check_alive()
-                left = _LIVENESS_POLL
-                if deadline is not None:
-                    left = min(left, deadline - _monotonic())
-                    if left <= 0:
-                        raise QueueFull(
-                            f"the queue stayed full ({self.max_queue} commands) "
-                            f"for {timeout} s; nothing was queued"
-                        )
-                self.room.wait(left)
-        finally:
-            self.waiting -= 1
-
-    def _drain(self) -> None:
-        """In the loop: move every handed-over command into the client."""
-        with self.lock:
-            items, self.pending = self.pending, []
-            self.scheduled = False
-        submit = self.client._submit_nowait
-        release = self._release if self.bounded else None
-        for delivery in items:
-            try:
-                submit(delivery)
-            except Exception as exc:
-                # Only a closing client refuses here (the slots keep "full" from
-                # happening): the command gets a final answer either way.
-                delivery._settle(
-                    DeliveryFailed(
-                        "closed", f"the client did not take the command: {exc}"
-                    )
-                )
-                logger.warning("SyncClient: a command was refused: %s", exc)
-            if release is not None:
-                delivery.add_done_callback(release)
-
-    def _release(self, _: Delivery) -> None:
-        with self.lock:
-            self.slots += 1
-            if self.waiting:
-                self.room.notify()
 
     # -- calls into the loop ---------------------------------------------------------
 
@@ -394,7 +276,11 @@ class _Runtime:
         self.loop.call_soon_threadsafe(delivery.add_done_callback, fn)
 
     def wait(self, delivery: Delivery, timeout: float | None) -> None:
-        """Block until ``delivery`` has an outcome, or raise ``TimeoutError``."""
+        """Block until ``delivery`` has an outcome, or raise ``TimeoutError``.
+
+        A caller waiting for a command is what ``await delivery`` is on
+        ``Client``: the command leaves within ``await_linger``, not ``linger``.
+        """
         if self.in_loop_thread():
             raise ClientStateError(
                 "result() would wait for the client's own background thread; "
@@ -402,9 +288,7 @@ class _Runtime:
             )
         self.check_alive()
         settled = threading.Event()
-        self.loop.call_soon_threadsafe(
-            delivery.add_done_callback, lambda _: settled.set()
-        )
+        self.loop.call_soon_threadsafe(self._watch, delivery, settled)
         deadline = None if timeout is None else _monotonic() + timeout
         while not settled.is_set():
             left = _LIVENESS_POLL
@@ -417,6 +301,22 @@ class _Runtime:
             if not settled.wait(left):
                 self.check_alive()
 
+    def _watch(self, delivery: Delivery, settled: threading.Event) -> None:
+        """In the loop: wake ``settled`` at the outcome, and expedite."""
+        delivery.add_done_callback(lambda _: settled.set())
+        if not delivery.done():
+            self.table.drain_inbox()
+            self.client._pipeline.expedite()
+
+    def stats(self) -> Stats:
+        """A snapshot taken in the loop's thread, so that it adds up."""
+        if self.in_loop_thread() or self.failure is not None or self.closing:
+            return self.client.stats()
+        try:
+            return self.call(_snapshot(self.client), _LIVENESS_POLL * 5)
+        except (ClientStateError, TimeoutError, RuntimeError):
+            return self.client.stats()
+
     # -- the end ----------------------------------------------------------------------
 
     def discarded(self) -> int:
@@ -424,50 +324,36 @@ class _Runtime:
         # The inner client resets itself after the fork too, before or after
         # this runs: its inherited queue is then in discarded_at_fork instead.
         stats = self.client.stats()
-        return (
-            len(self.pending) + stats.queued + stats.in_flight + stats.discarded_at_fork
-        )
+        return stats.queued + stats.in_flight + stats.discarded_at_fork
 
-    def close(self, timeout: float) -> CloseReport:
-        with self.lock:
-            self.closing = True
-            self.room.notify_all()
+    def begin_close(self, timeout: float) -> concurrent.futures.Future[CloseReport]:
+        self.closing = True
         _running.discard(self)
         self.check_alive()
-        future = asyncio.run_coroutine_threadsafe(self._aclose(timeout), self.loop)
+        return asyncio.run_coroutine_threadsafe(self._aclose(timeout), self.loop)
+
+    def end_close(
+        self, future: concurrent.futures.Future[CloseReport], wait: float
+    ) -> CloseReport:
         try:
-            report = self._result(future, timeout + _CLOSE_GRACE)
+            report = self._result(future, wait)
         except TimeoutError:
             raise ClientStateError(
-                f"the background thread did not finish closing within "
-                f"{timeout + _CLOSE_GRACE:g} s"
+                f"the background thread did not finish closing within {wait:g} s"
             ) from None
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(_CLOSE_GRACE)
+        self.thread.join(_THREAD_GRACE)
         return report
 
-    def close_at_exit(self) -> None:
-        if self.closing:
-            return
-        try:
-            report = self.close(self.shutdown_timeout)
-        except Exception as exc:
-            # No traceback at exit: one line that says what was lost and why.
-            logger.warning(
-                "trackasync: SyncClient could not flush at exit (%s)",
-                type(exc).__name__,
-            )
-            return
-        if report.undelivered:
-            logger.warning(
-                "trackasync: %d command(s) still undelivered at exit after %g s",
-                len(report.undelivered),
-                self.shutdown_timeout,
-            )
+    def close(self, timeout: float) -> CloseReport:
+        return self.end_close(self.begin_close(timeout), timeout + _THREAD_GRACE)
 
     async def _aclose(self, timeout: float) -> CloseReport:
-        self._drain()  # what was handed over before close() is queued, then sent
         return await self.client.aclose(timeout)
+
+
+async def _snapshot(client: Client) -> Stats:
+    return client.stats()
 
 
 # Every started and not yet closed runtime: closed at interpreter exit.
@@ -495,32 +381,25 @@ class SyncClient:
         **options: Unpack[SyncClientOptions],
     ) -> None:
         _refuse_green_threads()
-        if options.get("transport") is not None:
+        if "transport" in options:
             # A transport is bound to one loop and one process: it cannot be
             # rebuilt after fork, so the client would not be fork-safe.
             raise ConfigError(
                 "SyncClient builds its own transport; pass transport= to Client instead"
             )
-        self._args = (base_url, project_token)
-        self._auth = auth
-        self._options = options
+        check_names(options, "SyncClient")
         # Built now so that bad settings raise here, in the caller's thread. It is
         # the client the next runtime runs (a fresh one after a fork).
-        self._client = Client(base_url, project_token, auth=auth, **options)
-        self._overflow: str = options.get("overflow", "wait")
-        self._max_queue: int = options.get("max_queue", DEFAULT_MAX_QUEUE)
-        self._queue_timeout: float | None = options.get(
-            "queue_timeout", DEFAULT_QUEUE_TIMEOUT
-        )
-        self._shutdown_timeout: float = options.get(
-            "shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT
-        )
+        self._setup(Client(base_url, project_token, auth=auth, **options))
+
+    def _setup(self, client: Client) -> None:
+        self._client = client
+        self._shutdown_timeout = client._options.shutdown_timeout
         self._runtime: _Runtime | None = None
         self._start_lock = threading.Lock()
         self._closed = False
         self._report: CloseReport | None = None
-        # Commands inherited through fork and discarded, and intake drops of
-        # earlier runtimes: added to stats().
+        # Commands inherited through fork and discarded: added to stats().
         self._discarded = 0
         # Reset in a forked child (weakly held: registering keeps no client alive).
         _fork.register(self)
@@ -533,21 +412,30 @@ class SyncClient:
             if self._runtime is None
             else "running"
         )
-        base_url, project = self._args
+        options = self._client._options
         return (
-            f"<SyncClient {base_url} project={project} auth={self._auth!r} "
-            f"state={state}>"
+            f"<SyncClient {options.base_url} project={options.project_token} "
+            f"auth={options.auth!r} state={state}>"
         )
 
     @classmethod
-    def from_env(cls, **options: Any) -> SyncClient:
+    def from_env(cls, **options: Unpack[EnvOptions]) -> SyncClient:
         """A client configured from ``TRACKASYNC_*`` environment variables.
 
         Keyword arguments override what the environment says; see the README.
         """
-        from ._env import client_kwargs
+        from ._env import client_options
 
-        return cls(**client_kwargs(options))
+        if "transport" in options:
+            raise ConfigError(
+                "SyncClient builds its own transport; pass transport= to Client instead"
+            )
+        _refuse_green_threads()
+        client = cls.__new__(cls)
+        client._setup(
+            Client._from_options(client_options(options, "SyncClient.from_env"))
+        )
+        return client
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -567,20 +455,14 @@ class SyncClient:
     def _ready(self) -> _Runtime:
         """The running runtime, started on first use; raises if it cannot run."""
         runtime = self._runtime
-        if runtime is not None and runtime.failure is None:
+        if runtime is not None and runtime.failure is None and not self._closed:
             return runtime
         with self._start_lock:
             if self._closed:
                 raise ClientClosed("the client is closed; it takes no more commands")
             runtime = self._runtime
             if runtime is None:
-                runtime = _Runtime(
-                    self._client,
-                    self._overflow,
-                    self._max_queue,
-                    self._queue_timeout,
-                    self._shutdown_timeout,
-                )
+                runtime = _Runtime(self._client, self._shutdown_timeout)
                 runtime.start()
                 self._runtime = runtime
             runtime.check_alive()
@@ -591,8 +473,10 @@ class SyncClient:
 
         Waits up to ``timeout`` seconds (default ``shutdown_timeout``), like
         ``Client.aclose``, and returns the same ``CloseReport``. Safe to call
-        more than once.
+        more than once. A bad ``timeout`` raises ``ConfigError`` and changes
+        nothing.
         """
+        budget = timeout_arg("timeout", timeout)
         runtime = self._runtime
         if runtime is not None and runtime.in_loop_thread():
             raise ClientStateError(
@@ -604,15 +488,13 @@ class SyncClient:
             self._closed = True
             runtime = self._runtime
         _fork.unregister(self)
-        budget = self._shutdown_timeout if timeout is None else timeout
+        if budget is None:
+            budget = self._shutdown_timeout
         if runtime is None:
-            report = CloseReport(
-                delivered=0, failed=self._failed_counts(), undelivered=[]
-            )
+            failed = {"rejected": 0, "gave_up": 0, "dropped": 0, "closed": 0}
+            report = CloseReport(delivered=0, failed=failed, undelivered=[])
         else:
             report = runtime.close(budget)
-            if runtime.intake_dropped:
-                report = replace(report, failed=self._merge_failed(report.failed))
         self._report = report
         return report
 
@@ -625,7 +507,7 @@ class SyncClient:
         runtime.forked = True
         self._discarded += runtime.discarded()
         _fork.keep_forever(runtime)
-        self._client = Client(*self._args, auth=self._auth, **self._options)
+        self._client = Client._from_options(self._client._options)
 
     # -- commands ---------------------------------------------------------------------
 
@@ -685,55 +567,35 @@ class SyncClient:
 
     def flush(self, timeout: float | None = None) -> FlushResult:
         """Send what is queued now and wait (up to ``timeout``) for its outcomes."""
+        wait = timeout_arg("timeout", timeout)
         runtime = self._runtime
         if runtime is None or self._closed:
             return FlushResult(delivered=0, failed=0, pending=0)
-        return runtime.call(self._flush(runtime, timeout), None)
-
-    @staticmethod
-    async def _flush(runtime: _Runtime, timeout: float | None) -> FlushResult:
-        # Commands still being handed over are part of "what is queued now".
-        runtime._drain()
-        return await runtime.client.flush(timeout)
+        return runtime.call(runtime.client.flush(wait), None)
 
     def system_time(self, timeout: float | None = None) -> float:
-        """The API's clock, in UNIX seconds (one request; raises ``RequestError``)."""
+        """The API's clock, in UNIX seconds (one request; raises ``RequestError``).
+
+        Raises ``ClientClosed`` once the client is closed or closing.
+        """
+        if self._closed:
+            raise ClientClosed("the client is closed; it sends no more requests")
         runtime = self._ready()
         return runtime.call(runtime.client.system_time(), timeout)
 
     def stats(self) -> Stats:
-        """A snapshot of the counters (read from any thread).
+        """A snapshot of the counters (read from any thread; it adds up).
 
         In a forked child, the inherited commands it discarded (the parent
         sends them) are counted in ``discarded_at_fork``, as on ``Client``.
         """
         runtime = self._runtime
-        stats = self._client.stats()
+        stats = self._client.stats() if runtime is None else runtime.stats()
         if self._discarded:
-            stats = replace(
+            stats = dataclasses.replace(
                 stats, discarded_at_fork=stats.discarded_at_fork + self._discarded
             )
-        extra = 0 if runtime is None else runtime.intake_dropped
-        if not extra:
-            return stats
-        failed = self._merge_failed(stats.failed)
-        return replace(
-            stats,
-            enqueued=stats.enqueued + extra,
-            dropped=failed["dropped"],
-            failed=failed,
-        )
-
-    def _failed_counts(self) -> dict[str, int]:
-        failed = {"rejected": 0, "gave_up": 0, "dropped": 0, "closed": 0}
-        return self._merge_failed(failed)
-
-    def _merge_failed(self, failed: Mapping[str, int]) -> dict[str, int]:
-        merged = dict(failed)
-        runtime = self._runtime
-        if runtime is not None and runtime.intake_dropped:
-            merged["dropped"] = merged.get("dropped", 0) + runtime.intake_dropped
-        return merged
+        return stats
 
 
 def _refuse_green_threads() -> None:
@@ -760,8 +622,40 @@ def _refuse_green_threads() -> None:
 
 
 def _close_all_at_exit() -> None:
+    """Close every client still open, all at once: the exit waits for the
+    largest of their budgets, not for their sum."""
+    closing: list[tuple[_Runtime, concurrent.futures.Future[CloseReport]]] = []
     for runtime in list(_running):
-        runtime.close_at_exit()
+        if runtime.closing:
+            continue
+        try:
+            closing.append((runtime, runtime.begin_close(runtime.shutdown_timeout)))
+        except Exception as exc:
+            _exit_failure(exc)
+    if not closing:
+        return
+    deadline = (
+        _monotonic() + max(r.shutdown_timeout for r, _ in closing) + _THREAD_GRACE
+    )
+    for runtime, future in closing:
+        try:
+            report = runtime.end_close(future, max(0.0, deadline - _monotonic()))
+        except Exception as exc:
+            _exit_failure(exc)
+            continue
+        if report.undelivered:
+            logger.warning(
+                "trackasync: %d command(s) still undelivered at exit after %g s",
+                len(report.undelivered),
+                runtime.shutdown_timeout,
+            )
+
+
+def _exit_failure(exc: Exception) -> None:
+    # No traceback at exit: one line that says what was lost and why.
+    logger.warning(
+        "trackasync: SyncClient could not flush at exit (%s)", type(exc).__name__
+    )
 
 
 class _Orphans:

@@ -1,4 +1,4 @@
-"""Tests for ``trackasync._buffer.MemoryStore``: the queue, its overflow policies,
+"""Tests for ``trackasync._table.CommandTable``: the queue, its overflow policies,
 and the commands in flight."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from trackasync._buffer import MemoryStore, Overflow
+from trackasync._table import CommandTable as MemoryStore, Overflow
 from trackasync._delivery import Accepted, Delivery
 from trackasync._exceptions import ClientClosed, ConfigError, DeliveryFailed, QueueFull
 
@@ -48,10 +48,15 @@ class Recorder:
 
     # the ledger
     def failed(self, item: Delivery, error: DeliveryFailed) -> bool:
+        if not item._settle(error):
+            return False
+        self.record_failed(item, error)
+        return True
+
+    def record_failed(self, item: Delivery, error: DeliveryFailed) -> None:
         if error.reason == "dropped":
             self.dropped.append(item)
         self.outcomes.append((item, error.reason))
-        return item._settle(error)
 
     def accepted(self, items: list[Delivery], accepted: Accepted) -> None:
         for item in items:
@@ -80,7 +85,7 @@ def make() -> Make:
             batch_bytes=batch_bytes,
             ledger=recorder,  # type: ignore[arg-type]
         )
-        buffer.changed = recorder  # type: ignore[assignment]
+        buffer.wake = recorder.set
         recorder.buffer = buffer
         return buffer, recorder
 
@@ -170,7 +175,7 @@ def test_in_flight_is_held_until_settled(make: Make) -> None:
     assert buffer.pending() == items
     buffer.pending().clear()
     assert buffer.in_flight == 3
-    buffer.accept(taken[:2], Accepted(200, None, 0.0))
+    buffer.settle(taken[:2], Accepted(200, None, 0.0))
     assert (len(buffer), buffer.in_flight) == (2, 1)
     buffer.fail(taken[2], DeliveryFailed("rejected", "no"))
     assert (len(buffer), buffer.in_flight) == (2, 0)

@@ -1,0 +1,205 @@
+"""Every option of both clients, declared once.
+
+``Options`` is the one list: ``Client.__init__`` and ``SyncClient.__init__``
+take exactly its fields as keywords (``SyncClient`` all but ``transport``), the
+environment variables of ``from_env`` are derived from it (``_env.TUNING``
+names the ones that can come from the environment), and a test checks that
+every entry point agrees with it, names and defaults alike. It validates
+everything at construction, so a bad setting raises ``ConfigError`` in the
+caller's thread, before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, TypedDict
+
+from ._auth import PrivateKey, PublicToken
+from ._config import Limits, Retry, _positive
+from ._exceptions import ConfigError
+from ._hooks import ResultHook
+from ._ratelimit import DEFAULT_RATE_LIMIT
+from ._table import OVERFLOW_POLICIES, Overflow
+from ._transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT
+
+if TYPE_CHECKING:
+    from ._transport import Transport
+
+Mode = Literal["auto", "batch", "single"]
+"""How commands travel.
+
+``"auto"``: one command alone goes to its own route, two or more in one
+``/batch`` request. ``"batch"``: always ``/batch``. ``"single"``: one request
+per command, to ``/customers/events`` or ``/customers``.
+"""
+
+MODES: tuple[Mode, ...] = ("auto", "batch", "single")
+
+DEFAULT_MAX_QUEUE = 10_000
+DEFAULT_QUEUE_TIMEOUT = 10.0
+DEFAULT_LINGER = 0.5
+DEFAULT_AWAIT_LINGER = 0.002
+DEFAULT_MAX_IN_FLIGHT = 4
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Options:
+    """The settings of one client; see each field."""
+
+    #: The API's address, e.g. ``https://api.exponea.com`` (no path).
+    base_url: str
+    #: The project's token (the ``{projectToken}`` of every route).
+    project_token: str
+    #: ``PrivateKey(key_id, secret)`` or ``PublicToken(token)``.
+    auth: PrivateKey | PublicToken
+    #: Commands queued at most (not yet sent); past it, ``overflow`` decides.
+    max_queue: int = DEFAULT_MAX_QUEUE
+    #: What a full queue does with a new command: see ``Overflow``.
+    overflow: Overflow = "wait"
+    #: Under "wait", how long a caller waits for room before ``QueueFull``
+    #: (None: no limit).
+    queue_timeout: float | None = DEFAULT_QUEUE_TIMEOUT
+    #: Seconds a command may wait for others to share its request.
+    linger: float = DEFAULT_LINGER
+    #: Seconds a command that someone awaits waits for others to share its request.
+    await_linger: float = DEFAULT_AWAIT_LINGER
+    #: ``"auto"``, ``"batch"`` or ``"single"``: see ``Mode``.
+    mode: Mode = "auto"
+    #: Requests under way at once, retries included.
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    #: Requests per second at most (None: no pacing); halved on a 429.
+    rate_limit: float | None = DEFAULT_RATE_LIMIT
+    #: Share the rate limit with other processes: ``"host"``, a file path, or
+    #: None/``"off"`` for this client alone.
+    rate_budget: str | None = None
+    #: How failed requests are retried (None: ``Retry()``, the defaults).
+    retry: Retry | None = None
+    #: Size and count limits checked at the call (None: ``Limits()``, the API's).
+    limits: Limits | None = None
+    #: Seconds for one whole request.
+    timeout: float = DEFAULT_TIMEOUT
+    #: Seconds to connect.
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    #: Seconds ``aclose()``/``close()`` wait for queued and in-flight commands.
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    #: Called with each command's ``Delivery`` once it has its outcome, from the
+    #: client's own task (sync or async; never inline in a call).
+    on_result: ResultHook | None = None
+    #: Where requests go (default: aiohttp). ``Client`` only.
+    transport: Transport | None = None
+    #: Allow plain ``http://`` to a host other than this machine.
+    allow_http: bool = False
+    #: False: a dry run that sends nothing (None: ``TRACKASYNC_SEND`` decides).
+    send: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.auth, (PrivateKey, PublicToken)):
+            raise ConfigError(
+                "auth must be PrivateKey(key_id, secret) or PublicToken(token)"
+            )
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.overflow not in OVERFLOW_POLICIES:
+            raise ConfigError(
+                f"overflow must be one of {OVERFLOW_POLICIES}, got {self.overflow!r}"
+            )
+        for name in ("max_queue", "max_in_flight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+        _positive("linger", self.linger, allow_zero=True)
+        _positive("await_linger", self.await_linger, allow_zero=True)
+        _positive("timeout", self.timeout)
+        _positive("connect_timeout", self.connect_timeout)
+        _positive("shutdown_timeout", self.shutdown_timeout, allow_zero=True)
+        if self.queue_timeout is not None:
+            _positive("queue_timeout", self.queue_timeout, allow_zero=True)
+        if self.rate_limit is not None:
+            _positive("rate_limit", self.rate_limit)
+        if self.on_result is not None and not callable(self.on_result):
+            raise ConfigError("on_result must be callable")
+        # Frozen: the defaults are filled in once, here.
+        if self.retry is None:
+            object.__setattr__(self, "retry", Retry())
+        if self.limits is None:
+            object.__setattr__(self, "limits", Limits())
+        if not isinstance(self.retry, Retry):
+            raise ConfigError("retry must be a trackasync.Retry")
+        if not isinstance(self.limits, Limits):
+            raise ConfigError("limits must be a trackasync.Limits")
+        if not isinstance(self.allow_http, bool):
+            raise ConfigError("allow_http must be True or False")
+        if self.send is not None and not isinstance(self.send, bool):
+            raise ConfigError("send must be True, False or None")
+
+    @property
+    def the_retry(self) -> Retry:
+        """``retry``, filled in."""
+        assert self.retry is not None
+        return self.retry
+
+    @property
+    def the_limits(self) -> Limits:
+        """``limits``, filled in."""
+        assert self.limits is not None
+        return self.limits
+
+
+#: The option names, in declaration order.
+NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Options))
+
+
+def timeout_arg(name: str, value: object) -> float | None:
+    """``None`` or a number of seconds >= 0 (infinity allowed), else ConfigError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number of seconds or None")
+    if math.isnan(value) or value < 0:
+        raise ConfigError(f"{name} must be >= 0 seconds, got {value!r}")
+    return float(value)
+
+
+class SyncClientOptions(TypedDict, total=False):
+    """The keyword options of ``SyncClient``: every ``Options`` field but the
+    first three and ``transport`` (a transport is bound to one loop and one
+    process, and cannot follow a fork)."""
+
+    max_queue: int
+    overflow: Overflow
+    queue_timeout: float | None
+    linger: float
+    await_linger: float
+    mode: Mode
+    max_in_flight: int
+    rate_limit: float | None
+    rate_budget: str | None
+    retry: Retry | None
+    limits: Limits | None
+    timeout: float
+    connect_timeout: float
+    shutdown_timeout: float
+    on_result: ResultHook | None
+    allow_http: bool
+    send: bool | None
+
+
+class EnvOptions(SyncClientOptions, total=False):
+    """The keyword overrides ``from_env`` takes: every option, the address and
+    credentials included (then not read from the environment)."""
+
+    base_url: str
+    project_token: str
+    auth: PrivateKey | PublicToken
+    transport: Transport | None
+
+
+def check_names(names: object, where: str, allowed: tuple[str, ...] = NAMES) -> None:
+    """``TypeError`` naming ``where`` (the call the user made) for an unknown
+    keyword, as Python itself would word it."""
+    for name in names:  # type: ignore[attr-defined]
+        if name not in allowed:
+            raise TypeError(f"{where}() got an unexpected keyword argument {name!r}")

@@ -1,0 +1,552 @@
+"""The one owner of every command, from the moment it is accepted to its outcome.
+
+A command is *queued* (accepted, not yet sent), then *in flight* (taken for a
+request, retries included), then *settled* (delivered or failed, exactly once),
+or, at a close that keeps, *kept* in the log for the next run. Commands taken
+back from an earlier run are *recovered*. The table holds each command through
+all of this and is the one place where outcomes are recorded, so its counts
+always add up::
+
+    enqueued + recovered == settled + kept + queued + in_flight
+
+Both clients hand commands to it: ``Client`` from its event loop (``offer``,
+``put``), ``SyncClient`` from any other thread (``hand_over``), with the same
+overflow policy, the same drops and the same outcomes either way. The batcher
+pulls from it (``take``); the sender settles what it took, once per answer
+(``settle``). Nothing here calls back into a client or into the caller's hook:
+outcomes go to the ``Ledger``, which counts them, completes the ``Delivery``
+and queues the hook for the client's own task. Persistence goes through a
+``CommandLog`` (``_log.py``), skipped entirely when it keeps nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from ._delivery import Accepted, Delivery
+from ._exceptions import ClientClosed, ConfigError, DeliveryFailed, QueueFull
+from ._ledger import Ledger
+from ._log import CommandLog, LogEntry, MemoryLog
+
+Overflow = Literal["wait", "raise", "drop_new", "drop_old"]
+"""What a full queue does with a new command.
+
+``"wait"``: the caller waits for room, up to ``queue_timeout`` (``QueueFull``
+after it; ``track_nowait`` raises at once). ``"raise"``: ``QueueFull`` at once.
+``"drop_new"``: the new command fails with reason "dropped". ``"drop_old"``: the
+oldest queued command does, and the new one is queued. Drops are counted and
+logged at WARNING.
+"""
+
+OVERFLOW_POLICIES: tuple[Overflow, ...] = ("wait", "raise", "drop_new", "drop_old")
+
+_monotonic = time.monotonic
+
+Failure = tuple[Delivery, DeliveryFailed]
+
+
+def _noop() -> None:
+    pass
+
+
+class CommandTable:
+    """A FIFO of commands, at most ``maxsize`` long, and the set in flight.
+
+    When full, ``overflow`` decides (see ``Overflow``). ``wake`` is called when
+    the batcher may have something new to do: the first command arrived, or a
+    batch's worth is queued; the batcher sets it to its own wake-up.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_batch_bytes",
+        "_batch_count",
+        "_flying",
+        "_inbox",
+        "_inbox_dropped",
+        "_items",
+        "_ledger",
+        "_limit",
+        "_lock",
+        "_log",
+        "_persistent",
+        "_putters",
+        "_room",
+        "_schedule",
+        "_scheduled",
+        "_thread_waiting",
+        "_tickets",
+        "_woken",
+        "accepted",
+        "closed",
+        "maxsize",
+        "nbytes",
+        "overflow",
+        "owner",
+        "seq",
+        "wake",
+    )
+
+    def __init__(
+        self,
+        maxsize: int,
+        overflow: Overflow,
+        *,
+        batch_count: int,
+        batch_bytes: int,
+        ledger: Ledger,
+        log: CommandLog | None = None,
+        owner: int = 0,
+    ) -> None:
+        if overflow not in OVERFLOW_POLICIES:
+            raise ConfigError(
+                f"overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}"
+            )
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise ConfigError(f"max_queue must be an int >= 1, got {maxsize!r}")
+        self.maxsize = maxsize
+        self.overflow = overflow
+        self.owner = owner
+        self.nbytes = 0
+        #: Commands taken in since the start, the overflow policy's drops included.
+        self.accepted = 0
+        #: The last sequence number given to a command.
+        self.seq = 0
+        self.closed = False
+        self.wake: Callable[[], None] = _noop
+        self._items: deque[Delivery] = deque()
+        self._putters: deque[asyncio.Future[None]] = deque()
+        # Putters woken for room that have not resumed yet: their slots are
+        # reserved, so a newcomer cannot take them and break the FIFO order.
+        self._woken = 0
+        # What len(queue) must stay under for a command to go straight in: one
+        # comparison on the hot path stands for "full", "room reserved for woken
+        # waiters" and "waiters queued first" (then it is 0).
+        self._limit = maxsize
+        self._batch_count = batch_count
+        self._batch_bytes = batch_bytes
+        self._ledger = ledger
+        self._log: CommandLog = log or MemoryLog()
+        self._persistent = self._log.persistent
+        # In flight: taken for a request, not settled yet. A dict keeps the
+        # order they were taken in (for ``pending``) and finds one by identity.
+        self._flying: dict[Delivery, None] = {}
+        # -- the hand-over from other threads (SyncClient) --
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        # Commands handed over and not yet moved into the queue by the loop.
+        self._inbox: list[Delivery] = []
+        # Commands dropped at the call because the loop fell far behind: their
+        # outcome is recorded by the loop, like any other.
+        self._inbox_dropped: list[Delivery] = []
+        self._scheduled = False
+        # Room for commands handed over from threads under "wait"/"raise": a
+        # slot is taken at the call and comes back when its command leaves the
+        # queue (per request, in bulk).
+        self._tickets = maxsize
+        self._thread_waiting = 0
+        # Set by the pipeline: runs a function in the loop's thread, soon.
+        self._schedule: Callable[[Callable[[], None]], object] | None = None
+
+    # -- reading -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def log(self) -> CommandLog:
+        return self._log
+
+    @property
+    def in_flight(self) -> int:
+        """Commands taken for requests and not settled yet."""
+        return len(self._flying)
+
+    def pending(self) -> list[Delivery]:
+        """Every command in flight or queued now, in the order they were taken."""
+        return [*self._flying, *self._items]
+
+    def oldest(self) -> Delivery | None:
+        """The command queued longest, if any."""
+        return self._items[0] if self._items else None
+
+    def ready(self) -> bool:
+        """Whether a full batch (by count or bytes) is queued."""
+        return len(self._items) >= self._batch_count or self.nbytes >= self._batch_bytes
+
+    def counts(self) -> tuple[int, int, int]:
+        """``(accepted, queued, in_flight)`` as one consistent reading, whichever
+        thread asks (commands being handed over count as queued)."""
+        with self._lock:
+            handed = len(self._inbox) + len(self._inbox_dropped)
+            return self.accepted, len(self._items) + handed, len(self._flying)
+
+    # -- intake from the loop ------------------------------------------------------
+
+    def offer(self, delivery: Delivery) -> None:
+        """Queue without waiting, applying the overflow policy when full."""
+        items = self._items
+        self.seq = delivery.seq = self.seq + 1
+        if len(items) >= self._limit:
+            self._overflow(delivery)
+            self.accepted += 1
+            return
+        self.accepted += 1
+        items.append(delivery)
+        self.nbytes = nbytes = self.nbytes + len(delivery.body)
+        if self._persistent:
+            self._log.append((delivery,))
+        size = len(items)
+        if size == 1 or size == self._batch_count or nbytes >= self._batch_bytes:
+            self.wake()
+
+    def try_offer(self, delivery: Delivery) -> bool:
+        """``offer``, except that under "wait" a full queue returns False instead
+        of raising, so the caller can ``await put`` only when it must wait."""
+        if len(self._items) >= self._limit and self.overflow == "wait":
+            return False
+        self.offer(delivery)
+        return True
+
+    def _refresh_limit(self) -> None:
+        self._limit = 0 if self._putters else self.maxsize - self._woken
+
+    async def put(self, delivery: Delivery, timeout: float | None) -> None:
+        """Queue, waiting up to ``timeout`` for room under the "wait" policy."""
+        if self.try_offer(delivery):
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._putters.append(waiter)
+        self._limit = 0
+        # A timer that fails the waiter costs far less than wait_for, which
+        # starts a task; a producer outrunning the sender waits once a batch.
+        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        except BaseException as exc:
+            if waiter in self._putters:
+                self._putters.remove(waiter)
+                self._refresh_limit()
+            elif (
+                waiter.done() and not waiter.cancelled() and waiter.exception() is None
+            ):
+                # Woken for room this caller will not use: pass it on.
+                self._woken -= 1
+                self._wake_putters()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise QueueFull(
+                    f"the queue stayed full ({self.maxsize} commands) for "
+                    f"{timeout} s; nothing was queued"
+                ) from None
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        # Woken by take(): the slot was reserved for this caller.
+        self._woken -= 1
+        self._refresh_limit()
+        if self.closed:
+            raise ClientClosed("the client closed while waiting for room")
+        self.accepted += 1
+        self.seq = delivery.seq = self.seq + 1
+        self._append(delivery)
+
+    def _append(self, delivery: Delivery) -> None:
+        items = self._items
+        items.append(delivery)
+        self.nbytes += len(delivery.body)
+        if self._persistent:
+            self._log.append((delivery,))
+        size = len(items)
+        if size == 1 or size == self._batch_count or self.nbytes >= self._batch_bytes:
+            self.wake()
+
+    def _overflow(self, delivery: Delivery) -> None:
+        if self.overflow in ("wait", "raise"):
+            self.seq -= 1
+            raise QueueFull(
+                f"the queue is full ({self.maxsize} commands); nothing was queued"
+            )
+        if self.overflow == "drop_new":
+            self._drop(delivery)
+            return
+        oldest = self._items.popleft()
+        self.nbytes -= len(oldest.body)
+        self._items.append(delivery)
+        self.nbytes += len(delivery.body)
+        if self._persistent:
+            self._log.append((delivery,))
+            self._log.settle((oldest.seq,))
+        self._drop(oldest)
+
+    def _drop(self, delivery: Delivery) -> None:
+        self._ledger.failed(delivery, self._dropped_error())
+
+    def _dropped_error(self) -> DeliveryFailed:
+        return DeliveryFailed(
+            "dropped",
+            f"dropped by the overflow policy {self.overflow!r}: "
+            f"the queue was full ({self.maxsize} commands)",
+        )
+
+    # -- intake from other threads -------------------------------------------------
+
+    def bind(self, schedule: Callable[[Callable[[], None]], object]) -> None:
+        """Hand-overs from threads are moved into the queue by ``schedule(fn)``,
+        which runs ``fn`` in the loop's thread (``loop.call_soon_threadsafe``)."""
+        self._schedule = schedule
+
+    def hand_over(
+        self, delivery: Delivery, timeout: float | None, *, may_wait: bool = True
+    ) -> None:
+        """Accept ``delivery`` from a thread other than the loop's.
+
+        The overflow policy answers here, at the call: "raise" raises
+        ``QueueFull`` when the queue is full, "wait" blocks this thread up to
+        ``timeout`` for room (unless ``may_wait`` is False), and the drop policies
+        are applied by the loop as for any other command. A burst of calls costs
+        one wake-up of the loop, not one per call.
+        """
+        with self._lock:
+            if self.closed:
+                raise ClientClosed("the client is closed; it takes no more commands")
+            overflow = self.overflow
+            if overflow == "wait" or overflow == "raise":
+                if self._tickets <= 0:
+                    self._wait_for_ticket(timeout, may_wait and overflow == "wait")
+                self._tickets -= 1
+                self._inbox.append(delivery)
+            elif len(self._inbox) >= self.maxsize:
+                # The loop is a whole queue behind the callers: drop here, so
+                # the hand-over stays bounded; the loop records the outcome.
+                delivery._outcome = self._dropped_error()
+                self._inbox_dropped.append(delivery)
+            else:
+                self._inbox.append(delivery)
+            self.accepted += 1
+            self.seq = delivery.seq = self.seq + 1
+            if self._scheduled:
+                return
+            self._scheduled = True
+            schedule = self._schedule
+        assert schedule is not None, "hand_over before bind()"
+        schedule(self.drain_inbox)
+
+    def _wait_for_ticket(self, timeout: float | None, block: bool) -> None:
+        """Called with the lock held and no room."""
+        if not block:
+            raise QueueFull(
+                f"the queue is full ({self.maxsize} commands); nothing was queued"
+            )
+        deadline = None if timeout is None else _monotonic() + timeout
+        self._thread_waiting += 1
+        try:
+            while self._tickets <= 0:
+                if self.closed:
+                    raise ClientClosed("the client closed while waiting for room")
+                left = None if deadline is None else deadline - _monotonic()
+                if left is not None and left <= 0:
+                    raise QueueFull(
+                        f"the queue stayed full ({self.maxsize} commands) for "
+                        f"{timeout} s; nothing was queued"
+                    )
+                self._room.wait(left)
+            if self.closed:
+                # Room and the close came together: the close wins, so no
+                # command is accepted after it began.
+                raise ClientClosed("the client closed while waiting for room")
+        finally:
+            self._thread_waiting -= 1
+
+    def drain_inbox(self) -> None:
+        """In the loop: move every handed-over command into the queue."""
+        with self._lock:
+            items, self._inbox = self._inbox, []
+            dropped, self._inbox_dropped = self._inbox_dropped, []
+            self._scheduled = False
+        if self.overflow in ("wait", "raise"):
+            # Room was taken at the call.
+            for delivery in items:
+                self._append(delivery)
+        else:
+            for delivery in items:
+                if len(self._items) >= self.maxsize:
+                    self._overflow(delivery)
+                else:
+                    self._append(delivery)
+        if dropped:
+            failed = self._ledger.record_failed
+            for delivery in dropped:
+                error = delivery._outcome
+                assert isinstance(error, DeliveryFailed)
+                failed(delivery, error)
+
+    def _return_tickets(self, count: int) -> None:
+        with self._lock:
+            self._tickets = min(self.maxsize, self._tickets + count)
+            if self._thread_waiting:
+                self._room.notify(count)
+
+    # -- the batcher and the sender -------------------------------------------------
+
+    def take(self, max_count: int, max_bytes: int) -> list[Delivery]:
+        """Remove and return the oldest commands that fit one batch.
+
+        ``max_bytes`` bounds the sum of the bodies; the first command is always
+        taken (a single command never exceeds the batch cap: ``Limits`` ensures it).
+        """
+        items = self._items
+        popleft = items.popleft
+        batch = [popleft() for _ in range(min(len(items), max_count))]
+        total = sum([len(command.body) for command in batch])
+        if total > max_bytes and len(batch) > 1:
+            # Rare: the batch is over the byte cap. Keep the longest head that
+            # fits and give the tail back to the front, in order.
+            kept = total = 0
+            for command in batch:
+                size = len(command.body)
+                if kept and total + size > max_bytes:
+                    break
+                total += size
+                kept += 1
+            items.extendleft(reversed(batch[kept:]))
+            del batch[kept:]
+        self.nbytes -= total
+        self._flying.update(dict.fromkeys(batch))
+        if batch:
+            if self._putters:
+                self._wake_putters()
+            if self._tickets < self.maxsize:
+                self._return_tickets(len(batch))
+        return batch
+
+    def settle(
+        self,
+        accepted: Sequence[Delivery] = (),
+        receipt: Accepted | None = None,
+        failed: Sequence[Failure] = (),
+    ) -> None:
+        """Record the final outcomes one answer brought, in one step."""
+        flying = self._flying
+        if accepted:
+            assert receipt is not None
+            for delivery in accepted:
+                flying.pop(delivery, None)
+            self._ledger.accepted(accepted, receipt)
+        if failed:
+            ledger_failed = self._ledger.failed
+            for delivery, error in failed:
+                flying.pop(delivery, None)
+                ledger_failed(delivery, error)
+        if self._persistent:
+            self._log.settle(
+                [d.seq for d in accepted] + [d.seq for d, _ in failed],
+            )
+
+    def fail(self, delivery: Delivery, error: DeliveryFailed) -> None:
+        """This in-flight command ended without being accepted."""
+        self.settle(failed=((delivery, error),))
+
+    # -- recovery --------------------------------------------------------------------
+
+    def recovered(self, entries: Sequence[LogEntry]) -> int:
+        """Queue commands an earlier run left (oldest first), ahead of new ones:
+        they are older. Returns how many."""
+        if not entries:
+            return 0
+        owner = self.owner
+        commands = [
+            Delivery(
+                entry.kind,
+                entry.body,
+                entry.created,
+                owner,
+                entry.seq,
+                entry.attempts,
+                recovered=True,
+            )
+            for entry in entries
+        ]
+        self._items.extendleft(reversed(commands))
+        self.nbytes += sum(len(entry.body) for entry in entries)
+        self._ledger.counters.recovered += len(commands)
+        self.wake()
+        return len(commands)
+
+    # -- the end ---------------------------------------------------------------------
+
+    def stop_intake(self) -> None:
+        """Take no more commands: callers waiting for room get ``ClientClosed``.
+
+        What was already handed over from threads is moved into the queue, so
+        the close still sends it.
+        """
+        with self._lock:
+            self.closed = True
+            self._room.notify_all()
+        putters, self._putters = self._putters, deque()
+        self._refresh_limit()
+        for waiter in putters:
+            if not waiter.done():
+                waiter.set_exception(
+                    ClientClosed("the client closed while waiting for room")
+                )
+        self.drain_inbox()
+
+    def close(self, *, keep: bool) -> list[Delivery]:
+        """Settle everything still queued or in flight; the pipeline has stopped.
+
+        With ``keep`` and a persistent log, the unsent commands stay in the log
+        for the next run (counted as kept); otherwise, and always for a memory
+        log, they fail "closed". Returns the commands that ended "closed".
+        """
+        self.stop_intake()
+        stranded = self.pending()
+        self._flying.clear()
+        self._items.clear()
+        self.nbytes = 0
+        self._return_tickets(self.maxsize)
+        if not stranded:
+            return []
+        if keep and self._persistent:
+            self._log.release(stranded)
+            self._ledger.kept(stranded)
+            return []
+        failures = [
+            (
+                delivery,
+                DeliveryFailed(
+                    "closed",
+                    "the client closed before the API answered"
+                    if delivery.attempts
+                    else "the client closed before the command was sent",
+                    attempts=delivery.attempts,
+                ),
+            )
+            for delivery in stranded
+        ]
+        self.settle(failed=failures)
+        return stranded
+
+    def _wake_putters(self) -> None:
+        room = self.maxsize - len(self._items) - self._woken
+        putters = self._putters
+        while room > 0 and putters:
+            waiter = putters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._woken += 1
+                room -= 1
+        self._refresh_limit()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    """Fail a producer's wait for room that ran out of time."""
+    if not waiter.done():
+        waiter.set_exception(asyncio.TimeoutError())
