@@ -27,8 +27,8 @@ from trackasync import (
     Request,
     Response,
 )
-from trackasync._table import CommandTable as MemoryStore
 from trackasync._hooks import HOOK_CANCEL_GRACE
+from trackasync._table import CommandTable as MemoryStore
 from trackasync.testing import RecordingTransport, accept_all
 
 from .conftest import BASE_URL, IDS, NO_WAIT, PROJECT, Gate
@@ -389,10 +389,13 @@ def test_an_unclosed_client_collected_with_commands_warns(
 
     # Collected as soon as nothing refers to it (by reference count, or by the
     # collector if a cycle holds it): either way, it warns.
-    with pytest.warns(ResourceWarning, match="10 command"):
+    def run_and_collect() -> None:
         loop.run_until_complete(use())
         loop.close()
         gc.collect()
+
+    with pytest.warns(ResourceWarning, match="10 command"):
+        run_and_collect()
     assert "garbage-collected unclosed with 10 command(s)" in caplog.text
 
 

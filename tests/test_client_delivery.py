@@ -332,9 +332,7 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def record(delay: float) -> None:
         recorded.append(delay)
 
-    monkeypatch.setattr(
-        "trackasync._sender._time", lambda: time.time() + sum(recorded)
-    )
+    monkeypatch.setattr("trackasync._sender._time", lambda: time.time() + sum(recorded))
 
     async def skip(delay: float) -> None:
         pass

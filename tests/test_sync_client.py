@@ -366,6 +366,9 @@ def test_system_time(fake: ThreadedFake, make: Any) -> None:
     assert abs(make().system_time(timeout=5) - time.time()) < 5
 
 
+# The dead loop's session and sockets can only be collected, never closed.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_dead_background_thread_is_named_at_the_next_call(
     fake: ThreadedFake, make: Any
 ) -> None:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from trackasync._table import CommandTable as MemoryStore, Overflow
 from trackasync._delivery import Accepted, Delivery
 from trackasync._exceptions import ClientClosed, ConfigError, DeliveryFailed, QueueFull
+from trackasync._table import CommandTable as MemoryStore, Overflow
 
 BIG = 10**9
 
@@ -58,7 +58,7 @@ class Recorder:
             self.dropped.append(item)
         self.outcomes.append((item, error.reason))
 
-    def accepted(self, items: list[Delivery], accepted: Accepted) -> None:
+    def delivered(self, items: list[Delivery], accepted: Accepted) -> None:
         for item in items:
             item._settle(accepted)
             self.outcomes.append((item, "delivered"))
@@ -267,7 +267,7 @@ async def test_raise_policy(make: Make) -> None:
         await buffer.put(delivery(3), timeout=1.0)
     assert numbers(queued(buffer)) == [0, 1]
     assert recorder.dropped == []
-    assert buffer.accepted == 2
+    assert buffer.enqueued == 2
 
 
 async def test_drop_new_policy(make: Make) -> None:
@@ -281,7 +281,7 @@ async def test_drop_new_policy(make: Make) -> None:
     assert recorder.dropped == [third, fourth]
     assert queued(buffer) == [first, second]
     assert buffer.nbytes == 20
-    assert buffer.accepted == 4
+    assert buffer.enqueued == 4
 
 
 async def test_drop_old_policy(make: Make) -> None:
@@ -298,7 +298,7 @@ async def test_drop_old_policy(make: Make) -> None:
     assert recorder.dropped == [items[0], items[1]]
     assert queued(buffer) == [items[2], last]
     assert buffer.nbytes == 15
-    assert buffer.accepted == 4
+    assert buffer.enqueued == 4
 
 
 def test_wait_policy_offer_raises_when_full(make: Make) -> None:
@@ -308,7 +308,7 @@ def test_wait_policy_offer_raises_when_full(make: Make) -> None:
     with pytest.raises(QueueFull):
         buffer.offer(delivery(1))
     assert recorder.dropped == []
-    assert buffer.accepted == 1
+    assert buffer.enqueued == 1
 
 
 async def test_wait_policy_put_gets_room_from_take(make: Make) -> None:
@@ -323,7 +323,7 @@ async def test_wait_policy_put_gets_room_from_take(make: Make) -> None:
     assert numbers(buffer.take(1, BIG)) == [0]
     await asyncio.wait_for(waiting, 1.0)
     assert numbers(queued(buffer)) == [1, 2]
-    assert buffer.accepted == 3
+    assert buffer.enqueued == 3
     assert recorder.dropped == []
 
 
@@ -400,7 +400,7 @@ async def test_wait_policy_put_times_out(make: Make) -> None:
     with pytest.raises(QueueFull, match="nothing was queued"):
         await buffer.put(delivery(1), timeout=0.002)
     assert numbers(queued(buffer)) == [0]
-    assert buffer.accepted == 1
+    assert buffer.enqueued == 1
     # The timed-out caller left no waiter behind: once there is room, offer works.
     buffer.take(1, BIG)
     buffer.offer(delivery(2))
@@ -459,7 +459,7 @@ async def test_close_wakes_putters_with_client_closed(make: Make) -> None:
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(result, ClientClosed) for result in results)
     assert numbers(queued(buffer)) == [0]
-    assert buffer.accepted == 1
+    assert buffer.enqueued == 1
 
 
 async def test_close_after_wake_still_refuses(make: Make) -> None:
@@ -480,6 +480,6 @@ def test_accepted_counts_queued_and_dropped(make: Make) -> None:
     buffer, _ = make(maxsize=1, overflow="drop_old")
     for n in range(5):
         buffer.offer(delivery(n))
-    assert buffer.accepted == 5
+    assert buffer.enqueued == 5
     buffer.take(1, BIG)
-    assert buffer.accepted == 5
+    assert buffer.enqueued == 5

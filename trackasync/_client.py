@@ -602,10 +602,10 @@ class Client:
     def stats(self) -> Stats:
         """A snapshot of the client's counters; see ``Stats`` for the invariant."""
         pipeline = self._pipeline
-        accepted, queued, in_flight = pipeline.table.counts()
+        enqueued, queued, in_flight = pipeline.table.counts()
         hooks = pipeline.hooks
         return pipeline.counters.snapshot(
-            enqueued=accepted,
+            enqueued=enqueued,
             queued=queued,
             in_flight=in_flight,
             hooks_skipped=0 if hooks is None else hooks.skipped,

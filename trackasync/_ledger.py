@@ -57,8 +57,8 @@ class Ledger:
             ),
         }
 
-    def accepted(self, deliveries: Sequence[Delivery], accepted: Accepted) -> None:
-        """The API accepted these commands."""
+    def delivered(self, deliveries: Sequence[Delivery], accepted: Accepted) -> None:
+        """The API accepted these commands: they are delivered."""
         done = 0
         hooks = self.hooks
         if hooks is None:

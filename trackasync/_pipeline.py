@@ -400,4 +400,4 @@ class Pipeline:
         """After a fork: the commands this (child) copy holds, never to be sent
         here (the parent sends them)."""
         self.table.log.after_fork_in_child()
-        return len(self.table) + self.table.in_flight
+        return self.table.held()

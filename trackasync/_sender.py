@@ -249,7 +249,7 @@ class Sender:
                     self._rate.rate_limited(None if retry_after is None else delay)
                 keep = self._still_worth_trying(retry, error, delay, outcome)
             # Every outcome this answer brought, in one step.
-            self._table.settle(outcome.accepted, outcome.receipt, outcome.failed)
+            self._table.settle(outcome.delivered, outcome.receipt, outcome.failed)
             if not keep:
                 return
             logger.debug(
@@ -374,17 +374,17 @@ class Sender:
         rid: str | None,
     ) -> None:
         self._rate.accepted()
-        outcome.accepted = commands
+        outcome.delivered = commands
         outcome.receipt = Accepted(status, rid, _time())
 
 
 class Outcome:
     """The final outcomes one answer brought, settled in the table in one step."""
 
-    __slots__ = ("accepted", "failed", "receipt")
+    __slots__ = ("delivered", "failed", "receipt")
 
     def __init__(self) -> None:
-        self.accepted: list[Delivery] = []
+        self.delivered: list[Delivery] = []
         self.receipt: Accepted | None = None
         self.failed: list[tuple[Delivery, DeliveryFailed]] = []
 

@@ -323,8 +323,9 @@ class _Runtime:
         """In a forked child: the inherited commands this process will not send."""
         # The inner client resets itself after the fork too, before or after
         # this runs: its inherited queue is then in discarded_at_fork instead.
-        stats = self.client.stats()
-        return stats.queued + stats.in_flight + stats.discarded_at_fork
+        # No lock is taken: a thread of the parent may have held it at the fork.
+        pipeline = self.client._pipeline
+        return pipeline.table.held() + pipeline.counters.discarded_at_fork
 
     def begin_close(self, timeout: float) -> concurrent.futures.Future[CloseReport]:
         self.closing = True

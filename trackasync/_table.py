@@ -82,8 +82,8 @@ class CommandTable:
         "_thread_waiting",
         "_tickets",
         "_woken",
-        "accepted",
         "closed",
+        "enqueued",
         "maxsize",
         "nbytes",
         "overflow",
@@ -113,8 +113,9 @@ class CommandTable:
         self.overflow = overflow
         self.owner = owner
         self.nbytes = 0
-        #: Commands taken in since the start, the overflow policy's drops included.
-        self.accepted = 0
+        #: Commands taken in since the start, the overflow policy's drops included
+        #: ("enqueued": accepted at the call, not by the API).
+        self.enqueued = 0
         #: The last sequence number given to a command.
         self.seq = 0
         self.closed = False
@@ -179,12 +180,22 @@ class CommandTable:
         """Whether a full batch (by count or bytes) is queued."""
         return len(self._items) >= self._batch_count or self.nbytes >= self._batch_bytes
 
+    def held(self) -> int:
+        """Commands queued, being handed over or in flight, read without the lock
+        (after a fork, another thread of the parent may have held it)."""
+        return (
+            len(self._items)
+            + len(self._flying)
+            + len(self._inbox)
+            + len(self._inbox_dropped)
+        )
+
     def counts(self) -> tuple[int, int, int]:
-        """``(accepted, queued, in_flight)`` as one consistent reading, whichever
+        """``(enqueued, queued, in_flight)`` as one consistent reading, whichever
         thread asks (commands being handed over count as queued)."""
         with self._lock:
             handed = len(self._inbox) + len(self._inbox_dropped)
-            return self.accepted, len(self._items) + handed, len(self._flying)
+            return self.enqueued, len(self._items) + handed, len(self._flying)
 
     # -- intake from the loop ------------------------------------------------------
 
@@ -194,9 +205,9 @@ class CommandTable:
         self.seq = delivery.seq = self.seq + 1
         if len(items) >= self._limit:
             self._overflow(delivery)
-            self.accepted += 1
+            self.enqueued += 1
             return
-        self.accepted += 1
+        self.enqueued += 1
         items.append(delivery)
         self.nbytes = nbytes = self.nbytes + len(delivery.body)
         if self._persistent:
@@ -253,7 +264,7 @@ class CommandTable:
         self._refresh_limit()
         if self.closed:
             raise ClientClosed("the client closed while waiting for room")
-        self.accepted += 1
+        self.enqueued += 1
         self.seq = delivery.seq = self.seq + 1
         self._append(delivery)
 
@@ -329,7 +340,7 @@ class CommandTable:
                 self._inbox_dropped.append(delivery)
             else:
                 self._inbox.append(delivery)
-            self.accepted += 1
+            self.enqueued += 1
             self.seq = delivery.seq = self.seq + 1
             if self._scheduled:
                 return
@@ -438,7 +449,7 @@ class CommandTable:
             assert receipt is not None
             for delivery in accepted:
                 flying.pop(delivery, None)
-            self._ledger.accepted(accepted, receipt)
+            self._ledger.delivered(accepted, receipt)
         if failed:
             ledger_failed = self._ledger.failed
             for delivery, error in failed:
