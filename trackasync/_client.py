@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from ._dryrun import default_transport, resolve_send
 from ._encoding import Codec
 from ._exceptions import ClientClosed, ClientStateError, DeliveryFailed
 from ._hooks import ResultHook
+from ._log import CommandLog
 from ._options import (
     DEFAULT_AWAIT_LINGER,
     DEFAULT_LINGER,
@@ -108,6 +109,7 @@ class Client:
         "_entered",
         "_headers",
         "_life",
+        "_log_factory",
         "_offer",
         "_options",
         "_owner",
@@ -170,13 +172,20 @@ class Client:
         self._setup(options)
 
     @classmethod
-    def _from_options(cls, options: Options) -> Client:
-        """A client for ``options`` (already validated)."""
+    def _from_options(
+        cls, options: Options, log: Callable[[], CommandLog] | None = None
+    ) -> Client:
+        """A client for ``options`` (already validated), persisting its commands
+        through the log ``log()`` makes (one per process: it is called again in
+        a forked child), or in memory only."""
         client = cls.__new__(cls)
-        client._setup(options)
+        client._setup(options, log)
         return client
 
-    def _setup(self, options: Options) -> None:
+    def _setup(
+        self, options: Options, log: Callable[[], CommandLog] | None = None
+    ) -> None:
+        self._log_factory = log
         self._base = api_base(
             options.base_url, options.project_token, options.allow_http
         )
@@ -214,6 +223,7 @@ class Client:
             self._base,
             self._headers,
             send=self._send,
+            log=None if self._log_factory is None else self._log_factory(),
         )
         self._pipeline = pipeline
         self._table = pipeline.table

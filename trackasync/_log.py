@@ -45,9 +45,9 @@ class CommandLog(Protocol):
     #: calls ``append``, ``settle`` or ``release``.
     persistent: bool
 
-    async def open(self) -> int:
-        """Start (in the process and loop that will use it); return the first
-        sequence number that is free for new commands."""
+    async def open(self) -> None:
+        """Start, in the process and loop that will use it. Appends made before
+        it completes are kept all the same."""
         ...
 
     def append(self, commands: Sequence[Delivery]) -> None:
@@ -70,7 +70,13 @@ class CommandLog(Protocol):
 
     async def recover(self, limit: int) -> list[LogEntry]:
         """Up to ``limit`` commands left by earlier runs and not yet recovered,
-        oldest first; an empty list when there are none left."""
+        oldest first; an empty list when there are none left.
+
+        Their ``seq`` is the log's own and must not collide with the table's,
+        which numbers new commands 1, 2, 3... in each process: a log gives
+        recovered entries negative numbers (-1, -2...), and ``settle`` and
+        ``release`` receive them back as they were given.
+        """
         ...
 
     def backlog(self) -> int:
@@ -91,8 +97,8 @@ class MemoryLog:
 
     persistent = False
 
-    async def open(self) -> int:
-        return 1
+    async def open(self) -> None:
+        pass
 
     def append(self, commands: Sequence[Delivery]) -> None:
         pass

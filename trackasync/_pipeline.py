@@ -47,6 +47,10 @@ CANCEL_GRACE = 0.1
 # The share of aclose()'s budget kept for on_result hooks of the commands that
 # end "closed" (when there is a hook).
 HOOK_SHARE = 0.1
+# Commands recovered from a durable log per step, and how often a full queue is
+# looked at again for room for the next page.
+RECOVER_PAGE = 500
+RECOVER_POLL = 0.05
 
 _monotonic = time.monotonic
 
@@ -180,6 +184,8 @@ class Pipeline:
         self.table.bind(loop.call_soon_threadsafe)
         if self.hooks is not None:
             self.hooks.start(self.spawn)
+        if self.table.log.persistent:
+            self.spawn(self._recover(), "trackasync-recover")
         # The background work runs in tasks the client owns, not in the caller's
         # task: the client may be opened in one task and closed in another (test
         # fixtures, framework lifespans) without upsetting a cancel scope.
@@ -203,6 +209,22 @@ class Pipeline:
         """A caller awaits one of this client's commands."""
         if self.batcher is not None:
             self.batcher.expedite()
+
+    async def _recover(self) -> None:
+        """Open the log, then feed the table what earlier runs left, a page at a
+        time, oldest first, whenever its queue has room for a page."""
+        table = self.table
+        log = table.log
+        await log.open()
+        page = max(1, min(RECOVER_PAGE, table.maxsize // 2))
+        while not table.closed and log.backlog():
+            if table.maxsize - len(table) < page:
+                await asyncio.sleep(RECOVER_POLL)
+                continue
+            entries = await log.recover(page)
+            if not entries:
+                return
+            table.recovered(entries)
 
     # -- close -------------------------------------------------------------------------
 
