@@ -88,6 +88,42 @@ def test_stats_from_another_thread_always_add_up(fake: ThreadedFake) -> None:
     assert bad == []
 
 
+def _race_close_against_producers(fake: ThreadedFake) -> None:
+    client = SyncClient(
+        **fake.client_kwargs(),
+        max_queue=2,
+        overflow="wait",
+        queue_timeout=30,
+        max_in_flight=1,
+        linger=0.0,
+    )
+    handles: list[Any] = []
+    lock = threading.Lock()
+
+    def produce(n: int) -> None:
+        for i in range(20):
+            try:
+                handle = client.track({"registered": f"{n}-{i}"}, "page")
+            except (ClientClosed, QueueFull):
+                return
+            with lock:
+                handles.append(handle)
+
+    threads = [threading.Thread(target=produce, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.05)
+    report = client.close(timeout=0.2)
+    for thread in threads:
+        thread.join(10)
+    stats = client.stats()
+    assert stats.enqueued == len(handles)
+    assert all(h.done() for h in handles)
+    assert report.delivered + sum(report.failed.values()) == len(handles)
+    closed = [h for h in handles if not h.delivered()]
+    assert len(report.undelivered) == len(closed)
+
+
 def test_close_racing_waiting_producers_counts_every_handle(
     fake: ThreadedFake,
 ) -> None:
@@ -95,42 +131,7 @@ def test_close_racing_waiting_producers_counts_every_handle(
     nothing is counted) or a handle that is counted and has an outcome."""
     fake.call(lambda: setattr(fake.api, "response_delay", 0.05))
     for _ in range(5):
-        client = SyncClient(
-            **fake.client_kwargs(),
-            max_queue=2,
-            overflow="wait",
-            queue_timeout=30,
-            max_in_flight=1,
-            linger=0.0,
-        )
-        handles: list[Any] = []
-        refused: list[BaseException] = []
-        lock = threading.Lock()
-
-        def produce(n: int) -> None:
-            for i in range(20):
-                try:
-                    handle = client.track({"registered": f"{n}-{i}"}, "page")
-                except (ClientClosed, QueueFull) as exc:
-                    with lock:
-                        refused.append(exc)
-                    return
-                with lock:
-                    handles.append(handle)
-
-        threads = [threading.Thread(target=produce, args=(n,)) for n in range(4)]
-        for thread in threads:
-            thread.start()
-        time.sleep(0.05)
-        report = client.close(timeout=0.2)
-        for thread in threads:
-            thread.join(10)
-        stats = client.stats()
-        assert stats.enqueued == len(handles)
-        assert all(h.done() for h in handles)
-        assert report.delivered + sum(report.failed.values()) == len(handles)
-        closed = [h for h in handles if not h.delivered()]
-        assert len(report.undelivered) == len(closed)
+        _race_close_against_producers(fake)
 
 
 def test_the_exit_hook_waits_for_the_largest_budget_not_their_sum(
