@@ -202,7 +202,6 @@ class CommandTable:
     def offer(self, delivery: Delivery) -> None:
         """Queue without waiting, applying the overflow policy when full."""
         items = self._items
-        self.seq = delivery.seq = self.seq + 1
         if len(items) >= self._limit:
             self._overflow(delivery)
             self.enqueued += 1
@@ -211,6 +210,8 @@ class CommandTable:
         items.append(delivery)
         self.nbytes = nbytes = self.nbytes + len(delivery.body)
         if self._persistent:
+            # Numbered only where a log keys them: memory needs no number.
+            self.seq = delivery.seq = self.seq + 1
             self._log.append((delivery,))
         size = len(items)
         if size == 1 or size == self._batch_count or nbytes >= self._batch_bytes:
@@ -265,7 +266,6 @@ class CommandTable:
         if self.closed:
             raise ClientClosed("the client closed while waiting for room")
         self.enqueued += 1
-        self.seq = delivery.seq = self.seq + 1
         self._append(delivery)
 
     def _append(self, delivery: Delivery) -> None:
@@ -273,6 +273,8 @@ class CommandTable:
         items.append(delivery)
         self.nbytes += len(delivery.body)
         if self._persistent:
+            if not delivery.seq:  # a hand-over was numbered at the call
+                self.seq = delivery.seq = self.seq + 1
             self._log.append((delivery,))
         size = len(items)
         if size == 1 or size == self._batch_count or self.nbytes >= self._batch_bytes:
@@ -280,7 +282,6 @@ class CommandTable:
 
     def _overflow(self, delivery: Delivery) -> None:
         if self.overflow in ("wait", "raise"):
-            self.seq -= 1
             raise QueueFull(
                 f"the queue is full ({self.maxsize} commands); nothing was queued"
             )
@@ -292,6 +293,8 @@ class CommandTable:
         self._items.append(delivery)
         self.nbytes += len(delivery.body)
         if self._persistent:
+            if not delivery.seq:
+                self.seq = delivery.seq = self.seq + 1
             self._log.append((delivery,))
             self._log.settle((oldest.seq,))
         self._drop(oldest)
@@ -341,7 +344,10 @@ class CommandTable:
             else:
                 self._inbox.append(delivery)
             self.enqueued += 1
-            self.seq = delivery.seq = self.seq + 1
+            if self._persistent:
+                # Numbered here, under the lock, so that the caller can wait
+                # for this very command to be durable.
+                self.seq = delivery.seq = self.seq + 1
             if self._scheduled:
                 return
             self._scheduled = True
