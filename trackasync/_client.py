@@ -455,6 +455,7 @@ class Client:
                 await self._hooks.halt()
             with anyio.move_on_after(_CLOSE_GRACE):
                 await self._transport.aclose()
+                await self._rate.aclose()  # a shared budget's connection
         finally:
             self._finish()
         if left:
@@ -490,6 +491,7 @@ class Client:
             self._state = _CLOSED
             self._open_loop = _NOT_OPEN
             await self._transport.aclose()
+            await self._rate.aclose()  # a shared budget's connection
             self._finish()
             return self._final()
         closer = self._closer
@@ -568,6 +570,7 @@ class Client:
                     await hooks.halt()
             with anyio.move_on_after(_CLOSE_GRACE):
                 await self._transport.aclose()
+                await self._rate.aclose()  # a shared budget's connection
             self._finish()
 
     async def _drain(self, deadline: float) -> bool:
