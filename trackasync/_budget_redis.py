@@ -222,6 +222,7 @@ class RedisBudget(SharedLimiter):
             # Never the exception's text: it may quote the URL. The WARNING
             # that follows names the budget without its credentials.
             return None
+        self._factor = factor
         return wait, factor
 
     def _push(self) -> None:
