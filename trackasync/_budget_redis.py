@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import _fork
-from ._budget_shared import LIMIT_TTL, MAX_PAUSE, SharedLimiter, max_ahead
+from ._budget_shared import LIMIT_TTL, MAX_PAUSE, SharedLimiter, logger, max_ahead
 from ._exceptions import ConfigError
 from ._ratelimit import _CUT_SPACING, _FLOOR_SHARE, _RECOVERY_SHARE, api_address
 
@@ -218,9 +218,10 @@ class RedisBudget(SharedLimiter):
                 script(keys=[self._key], args=args), STEP_TIMEOUT * 2
             )
             wait, factor = (float(value) for value in reply)
-        except Exception:
+        except Exception as exc:
             # Never the exception's text: it may quote the URL. The WARNING
             # that follows names the budget without its credentials.
+            logger.debug("rate budget step failed: %s", type(exc).__name__)
             return None
         self._factor = factor
         return wait, factor
