@@ -70,7 +70,11 @@ class _Tally(logging.Handler):
         message = record.getMessage()
         if "rate budget" in message:
             key = message.split(": ")[-1] if "failed" in message else message
-            self.lines[key.split(" key ")[0][:40] if "reach" not in key else key.split(" is ")[-1][:30]] += 1
+            self.lines[
+                key.split(" key ")[0][:40]
+                if "reach" not in key
+                else key.split(" is ")[-1][:30]
+            ] += 1
 
 
 async def _worker(args: argparse.Namespace) -> dict[str, Any]:

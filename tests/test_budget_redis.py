@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from trackasync import Client, ConfigError, _budget_shared
+from trackasync import Client, ConfigError, _budget_redis, _budget_shared
 from trackasync._budget_redis import RedisBudget
 from trackasync._budget_shared import HEADROOM
 from trackasync._ratelimit import make_limiter
@@ -36,7 +36,7 @@ async def step(budget: RedisBudget, **signals: Any) -> tuple[float, float]:
         signals.get("cut", False), signals.get("pause", 0.0), signals.get("accepted", 0)
     )
     assert result is not None, "the Redis step failed"
-    return result
+    return result[0], result[1]
 
 
 async def raw(server: RedisServer, *command: str) -> Any:
@@ -120,6 +120,38 @@ async def test_a_corrupt_or_stale_state_recovers_at_once(
         assert 0.05 <= factor <= 1.0
         second, _ = await step(budget)
         assert second <= wait + 1 / (100.0 * HEADROOM * 0.05)
+    finally:
+        await budget.aclose()
+
+
+async def test_one_round_trip_reserves_several_slots(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step reserves SLOTS_PER_STEP consecutive slots, used one interval
+    apart; a 429 drops those still ahead (they may fall in its pause)."""
+    budget = RedisBudget(RATE, redis_server.url, API)
+    steps = 0
+    real = RedisBudget._step
+
+    async def counted(self: RedisBudget, *args: Any, **kwargs: Any) -> Any:
+        nonlocal steps
+        steps += 1
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(RedisBudget, "_step", counted)
+    try:
+        started = time.monotonic()
+        released = []
+        for _ in range(8):
+            await budget.acquire()
+            released.append(time.monotonic() - started)
+        assert steps == 8 // _budget_redis.SLOTS_PER_STEP
+        # Seven intervals from the first slot to the last, at the budget's pace.
+        assert released[-1] == pytest.approx(7 * INTERVAL, abs=0.15)
+        await budget.acquire()  # a new step: three slots left ahead
+        assert len(budget._ahead) == _budget_redis.SLOTS_PER_STEP - 1
+        budget.rate_limited(None)
+        assert len(budget._ahead) == 0
     finally:
         await budget.aclose()
 

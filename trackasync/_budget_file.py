@@ -169,9 +169,15 @@ class FileBudget(SharedLimiter):
         return f"<FileBudget {self._path!r} rate={self._rate}>"
 
     def try_step(
-        self, cut: bool, pause: float, accepted: int, reserve: bool = True
-    ) -> tuple[float, float] | None:
-        """One step if the lock is free now: (wait, factor); None if it is not.
+        self,
+        cut: bool,
+        pause: float,
+        accepted: int,
+        reserve: bool = True,
+        count: int = 1,
+    ) -> tuple[float, float, float] | None:
+        """One step if the lock is free now: (wait, factor, interval); None if
+        the lock is taken.
 
         Raises OSError when the file cannot be used at all.
         """
@@ -194,23 +200,29 @@ class FileBudget(SharedLimiter):
                     pause=pause,
                     accepted=accepted,
                     reserve=reserve,
+                    count=count,
                 )
                 os.pwrite(fd, _STATE.pack(*new), 0)
                 self._factor = factor
-                return wait, factor
+                return wait, factor, 1.0 / (new[3] * factor)
             finally:
                 os.close(fd)  # also releases the flock
         finally:
             _section.release()
 
     async def _step(
-        self, cut: bool, pause: float, accepted: int, reserve: bool = True
-    ) -> tuple[float, float] | None:
+        self,
+        cut: bool,
+        pause: float,
+        accepted: int,
+        reserve: bool = True,
+        count: int = 1,
+    ) -> tuple[float, float, float] | None:
         deadline = time.monotonic() + LOCK_PATIENCE
         retry = _FIRST_RETRY
         while True:
             try:
-                result = self.try_step(cut, pause, accepted, reserve)
+                result = self.try_step(cut, pause, accepted, reserve, count)
             except OSError:
                 return None  # the file went away or changed hands: pace locally
             if result is not None:

@@ -33,13 +33,16 @@ from ._ratelimit import _CUT_SPACING, _FLOOR_SHARE, _RECOVERY_SHARE, api_address
 
 #: Seconds a step may take before the budget counts as out of reach.
 STEP_TIMEOUT = 0.25
+#: Consecutive slots one step reserves: a round trip to Redis per request
+#: would cap each process at one request per round trip.
+SLOTS_PER_STEP = 4
 # An idle budget's key expires: nothing is left behind in Redis.
 _KEY_TTL = 600
 
 # The step of _budget_shared.step, in Lua: keep the two in line.
 # KEYS[1]: the budget's key. ARGV: pace, cut (0/1), pause, accepted, reserve
 # (0/1), max_ahead, floor, recovery, cut spacing, limit ttl, clock slack, max
-# pause, key ttl. Returns {wait, factor} as strings (Lua numbers would be
+# pause, key ttl, slots. Returns {wait, factor, interval} as strings (Lua numbers would be
 # truncated to integers on the way back).
 _SCRIPT = """
 local t = redis.call('TIME')
@@ -82,13 +85,15 @@ end
 if pause > 0 then nxt = math.max(nxt, now + math.min(pause, max_pause)) end
 if accepted > 0 then factor = math.min(1.0, factor + accepted * recovery) end
 local wait = nxt - now
-if reserve then nxt = nxt + 1.0 / (limit * factor) end
+local interval = 1.0 / (limit * factor)
+if reserve then nxt = nxt + tonumber(ARGV[14]) * interval end
 redis.call('HSET', KEYS[1], 'next', string.format('%.17g', nxt),
   'factor', string.format('%.17g', factor), 'last_cut', string.format('%.17g', last_cut),
   'limit', string.format('%.17g', limit), 'limit_at', string.format('%.17g', limit_at),
   'written_at', string.format('%.17g', now))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[13]))
-return {string.format('%.17g', wait), string.format('%.17g', factor)}
+return {string.format('%.17g', wait), string.format('%.17g', factor),
+  string.format('%.17g', interval)}
 """
 
 # Budgets alive in this process: a forked child must not use their
@@ -194,9 +199,16 @@ class RedisBudget(SharedLimiter):
             self._loop = loop
         return self._script
 
+    slots_per_step = SLOTS_PER_STEP
+
     async def _step(
-        self, cut: bool, pause: float, accepted: int, reserve: bool = True
-    ) -> tuple[float, float] | None:
+        self,
+        cut: bool,
+        pause: float,
+        accepted: int,
+        reserve: bool = True,
+        count: int = 1,
+    ) -> tuple[float, float, float] | None:
         args = (
             repr(self._pace),
             "1" if cut else "0",
@@ -211,20 +223,21 @@ class RedisBudget(SharedLimiter):
             "1.0",
             repr(MAX_PAUSE),
             str(_KEY_TTL),
+            str(count),
         )
         try:
             script = self._connect()
             reply = await asyncio.wait_for(
                 script(keys=[self._key], args=args), STEP_TIMEOUT * 2
             )
-            wait, factor = (float(value) for value in reply)
+            wait, factor, interval = (float(value) for value in reply)
         except Exception as exc:
             # Never the exception's text: it may quote the URL. The WARNING
             # that follows names the budget without its credentials.
             logger.debug("rate budget step failed: %s", type(exc).__name__)
             return None
         self._factor = factor
-        return wait, factor
+        return wait, factor, interval
 
     def _push(self) -> None:
         if self._push_task is not None and not self._push_task.done():

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 
 from . import _ratelimit
 from ._ratelimit import _CUT_SPACING, _FLOOR_SHARE, _RECOVERY_SHARE, RateLimiter
@@ -56,6 +57,10 @@ _AHEAD_SLOTS = 64
 # A state written this much "after" now was written before the clock stepped back.
 _CLOCK_SLACK = 1.0
 
+# A slot reserved ahead is used at most this late (later, it may fall in a
+# window with slots of other processes): else it is dropped.
+SLOT_GRACE = 0.05
+
 #: The state's fields, in order (seconds are wall-clock, or the Redis server's).
 FIELDS = ("next", "factor", "last_cut", "limit", "limit_at", "written_at")
 
@@ -78,14 +83,16 @@ def step(
     pause: float = 0.0,
     accepted: int = 0,
     reserve: bool = True,
+    count: int = 1,
 ) -> tuple[list[float], float, float]:
     """One step of the shared budget: (new state, wait before the slot, factor).
 
     ``state`` is what was read (None or malformed: start afresh), ``pace`` this
     process's own pace, ``cut`` whether it saw a 429 since its last step,
     ``pause`` the Retry-After seconds it asks everyone to wait, and
-    ``accepted`` how many of its requests went through meanwhile; with
-    ``reserve`` False the signals are shared and no slot is taken.
+    ``accepted`` how many of its requests went through meanwhile; ``count``
+    consecutive slots are taken (the wait is the first's), none when
+    ``reserve`` is False.
     """
     nxt, factor, last_cut, limit, limit_at = now, 1.0, now - _CUT_SPACING, pace, now
     if state is not None and len(state) == len(FIELDS) and all(map(_finite, state)):
@@ -107,7 +114,7 @@ def step(
         factor = min(1.0, factor + accepted * _RECOVERY_SHARE)
     delay = nxt - now
     if reserve:
-        nxt += 1.0 / (limit * factor)
+        nxt += count / (limit * factor)
     return [nxt, factor, last_cut, limit, limit_at, now], delay, factor
 
 
@@ -121,6 +128,7 @@ class SharedLimiter(RateLimiter):
 
     __slots__ = (
         "_accepted",
+        "_ahead",
         "_cut",
         "_down",
         "_factor",
@@ -142,6 +150,8 @@ class SharedLimiter(RateLimiter):
         self._accepted = 0
         self._down = False
         self._probe_at = 0.0
+        # Monotonic times of the slots reserved ahead by the last step.
+        self._ahead: deque[float] = deque()
 
     @property
     def where(self) -> str:
@@ -159,10 +169,21 @@ class SharedLimiter(RateLimiter):
             return self._fallback.current_rate
         return self._pace * self._factor
 
+    #: Slots reserved by one step. More than one where a step is a round trip:
+    #: the next slots are then ready when the batcher asks, instead of the
+    #: pace waiting on one round trip per request.
+    slots_per_step = 1
+
     async def _step(
-        self, cut: bool, pause: float, accepted: int, reserve: bool = True
-    ) -> tuple[float, float] | None:
-        """One shared step: (wait before the slot, factor), None if out of reach."""
+        self,
+        cut: bool,
+        pause: float,
+        accepted: int,
+        reserve: bool = True,
+        count: int = 1,
+    ) -> tuple[float, float, float] | None:
+        """One shared step: (wait before the first slot, factor, interval
+        between slots), None if out of reach."""
         raise NotImplementedError
 
     def _push(self) -> None:
@@ -182,16 +203,28 @@ class SharedLimiter(RateLimiter):
 
     async def acquire(self) -> None:
         await super().acquire()  # this process's own rate_limit
-        if not self._down or time.monotonic() >= self._probe_at:
+        now = time.monotonic()
+        ahead = self._ahead
+        while ahead and ahead[0] < now - SLOT_GRACE:
+            ahead.popleft()
+        if ahead and not self._down:
+            slot = ahead.popleft()
+            if slot > now:
+                await _ratelimit._sleep(slot - now)
+            return
+        if not self._down or now >= self._probe_at:
             cut, pause, accepted = self._take_signals()
-            result = await self._step(cut, pause, accepted)
+            count = self.slots_per_step
+            result = await self._step(cut, pause, accepted, count=count)
             if result is not None:
                 if self._down:
                     self._down = False
                     logger.warning(
                         "rate budget %s is reachable again: sharing it", self.where
                     )
-                wait, self._factor = result
+                wait, self._factor, interval = result
+                first = time.monotonic() + wait
+                ahead.extend(first + i * interval for i in range(1, count))
                 if wait > 0:
                     await _ratelimit._sleep(wait)
                 return
@@ -208,6 +241,7 @@ class SharedLimiter(RateLimiter):
         await self._fallback.acquire()
 
     def rate_limited(self, retry_after: float | None) -> None:
+        self._ahead.clear()  # reserved at the old pace, perhaps inside the pause
         self._cut = True
         if retry_after:
             self._pause_until = max(self._pause_until, time.monotonic() + retry_after)
