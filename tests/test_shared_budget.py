@@ -426,3 +426,37 @@ async def test_client_with_a_shared_budget_delivers(tmp_path: Path) -> None:
             await client.track_and_wait({"registered": "a"}, "page")
         assert api.event_count == 1
     assert (tmp_path / "budget").stat().st_size == 48
+
+
+def test_no_window_of_slots_holds_more_than_the_rate(clock: Clock, path: str) -> None:
+    """Requests sent in their slots by processes that come early, late, after
+    a lapse or in a crowd: no one-second window holds more than rate_limit."""
+    import random
+
+    from .test_ratelimit import busiest_window
+
+    rng = random.Random(7)
+    budgets = [FileBudget(100.0, path) for _ in range(4)]
+    sent = []
+    for i in range(1200):
+        if i % 300 == 0:
+            clock.now += 2.0  # a quiet spell, then a crowd at once
+        wait = wait_of(budgets[i % 4])
+        sent.append(clock.now + max(0.0, wait))
+        if i % 300 > 150:  # then sometimes idle or late: slots pass unused
+            clock.now += rng.choice([0.0, 0.0, 0.004, 0.02, 0.3])
+    assert busiest_window(sent) <= 100
+
+
+def test_slots_that_passed_unused_are_caught_up_a_few_at_most(
+    clock: Clock, path: str
+) -> None:
+    """After a lapse, up to catch_up_slots(rate) slots come back at once, no more."""
+    budget = FileBudget(100.0, path)
+    catch_up = _budget_shared.catch_up_slots(100.0)
+    assert catch_up == 4
+    wait_of(budget)
+    clock.now += 5.0
+    waits = [wait_of(budget) for _ in range(catch_up + 3)]
+    assert sum(w <= 0 for w in waits) == catch_up + 1
+    assert waits[-1] > 0

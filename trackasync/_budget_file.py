@@ -201,6 +201,7 @@ class FileBudget(SharedLimiter):
                     accepted=accepted,
                     reserve=reserve,
                     count=count,
+                    catch_up=self._catch_up,
                 )
                 os.pwrite(fd, _STATE.pack(*new), 0)
                 self._factor = factor

@@ -42,7 +42,7 @@ _KEY_TTL = 600
 # The step of _budget_shared.step, in Lua: keep the two in line.
 # KEYS[1]: the budget's key. ARGV: pace, cut (0/1), pause, accepted, reserve
 # (0/1), max_ahead, floor, recovery, cut spacing, limit ttl, clock slack, max
-# pause, key ttl, slots. Returns {wait, factor, interval} as strings (Lua numbers would be
+# pause, key ttl, slots, catch-up slots. Returns {wait, factor, interval} as strings (Lua numbers would be
 # truncated to integers on the way back).
 _SCRIPT = """
 local t = redis.call('TIME')
@@ -71,7 +71,7 @@ for i = 1, 6 do
   if not finite(v[i]) then sound = false end
 end
 if sound and v[6] <= now + slack then
-  if v[1] <= now + ahead then nxt = math.max(v[1], now) end
+  if v[1] <= now + ahead then nxt = v[1] end
   factor = math.min(1.0, math.max(floor, v[2]))
   if v[3] <= now then last_cut = v[3] end
   if v[4] > pace and v[4] <= pace / floor and v[5] >= now - limit_ttl then
@@ -84,8 +84,9 @@ if cut and now - last_cut >= spacing then
 end
 if pause > 0 then nxt = math.max(nxt, now + math.min(pause, max_pause)) end
 if accepted > 0 then factor = math.min(1.0, factor + accepted * recovery) end
-local wait = nxt - now
 local interval = 1.0 / (limit * factor)
+nxt = math.max(nxt, now - tonumber(ARGV[15]) * interval)
+local wait = nxt - now
 if reserve then nxt = nxt + tonumber(ARGV[14]) * interval end
 redis.call('HSET', KEYS[1], 'next', string.format('%.17g', nxt),
   'factor', string.format('%.17g', factor), 'last_cut', string.format('%.17g', last_cut),
@@ -224,6 +225,7 @@ class RedisBudget(SharedLimiter):
             repr(MAX_PAUSE),
             str(_KEY_TTL),
             str(count),
+            str(self._catch_up),
         )
         try:
             script = self._connect()

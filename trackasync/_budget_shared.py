@@ -65,6 +65,12 @@ SLOT_GRACE = 0.05
 FIELDS = ("next", "factor", "last_cut", "limit", "limit_at", "written_at")
 
 
+def catch_up_slots(rate: float) -> int:
+    """Slots that passed unused and may be taken late, at ``rate``: as many as
+    keep every one-second window at ``rate`` (the pace is 95 % of it)."""
+    return max(0, math.floor(rate * (1 - HEADROOM)) - 1)
+
+
 def max_ahead(pace: float) -> float:
     """How far ahead of now a sound state's next slot can be, at ``pace``."""
     return MAX_PAUSE + _AHEAD_SLOTS / (pace * _FLOOR_SHARE)
@@ -84,6 +90,7 @@ def step(
     accepted: int = 0,
     reserve: bool = True,
     count: int = 1,
+    catch_up: int = 0,
 ) -> tuple[list[float], float, float]:
     """One step of the shared budget: (new state, wait before the slot, factor).
 
@@ -92,14 +99,16 @@ def step(
     ``pause`` the Retry-After seconds it asks everyone to wait, and
     ``accepted`` how many of its requests went through meanwhile; ``count``
     consecutive slots are taken (the wait is the first's), none when
-    ``reserve`` is False.
+    ``reserve`` is False. Up to ``catch_up`` slots that passed unused may
+    still be taken (a wait below zero): processes that woke late get them
+    back, and no one-second window sees more than ``pace + catch_up + 1``.
     """
     nxt, factor, last_cut, limit, limit_at = now, 1.0, now - _CUT_SPACING, pace, now
     if state is not None and len(state) == len(FIELDS) and all(map(_finite, state)):
         s_next, s_factor, s_cut, s_limit, s_limit_at, written = state
         if written <= now + _CLOCK_SLACK:  # else the clock stepped back: start over
             if s_next <= now + max_ahead(pace):
-                nxt = max(s_next, now)
+                nxt = s_next
             factor = min(1.0, max(_FLOOR_SHARE, s_factor))
             if s_cut <= now:
                 last_cut = s_cut
@@ -112,9 +121,11 @@ def step(
         nxt = max(nxt, now + min(pause, MAX_PAUSE))
     if accepted > 0:
         factor = min(1.0, factor + accepted * _RECOVERY_SHARE)
+    interval = 1.0 / (limit * factor)
+    nxt = max(nxt, now - catch_up * interval)
     delay = nxt - now
     if reserve:
-        nxt += count / (limit * factor)
+        nxt += count * interval
     return [nxt, factor, last_cut, limit, limit_at, now], delay, factor
 
 
@@ -129,6 +140,7 @@ class SharedLimiter(RateLimiter):
     __slots__ = (
         "_accepted",
         "_ahead",
+        "_catch_up",
         "_cut",
         "_down",
         "_factor",
@@ -141,6 +153,7 @@ class SharedLimiter(RateLimiter):
     def __init__(self, rate: float) -> None:
         super().__init__(rate)
         self._pace = rate * HEADROOM
+        self._catch_up = catch_up_slots(rate)
         self._fallback = RateLimiter(rate * FALLBACK_SHARE)
         self._factor = 1.0
         # Signals for the next step: a 429 seen, the pause it asked for (a
