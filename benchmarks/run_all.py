@@ -304,7 +304,7 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
         r = step["microseconds_per_step"]
         rows.append(
             (
-                "rate budget step, per request",
+                "rate budget step (file: one per request; redis: one per 4)",
                 f"redis {_median(r['redis_step']):.0f} µs (PING "
                 f"{_median(r['redis_ping']):.0f} µs), file "
                 f"{_median(r['file_step']):.1f} µs, none "
