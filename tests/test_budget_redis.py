@@ -339,3 +339,42 @@ def test_a_fork_leaves_parent_and_child_working(redis_server: RedisServer) -> No
     finally:
         loop.run_until_complete(budget.aclose())
         loop.close()
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+def test_a_sync_client_on_a_redis_budget_survives_a_fork(
+    redis_server: RedisServer,
+) -> None:
+    """Parent and child SyncClients keep delivering on one Redis budget after a
+    fork from a process whose client holds a Redis connection in its thread."""
+    from trackasync import SyncClient
+
+    from ._fake_thread import threaded_fake
+
+    with threaded_fake() as fake:
+        client = SyncClient(**fake.client_kwargs(), rate_budget=redis_server.url)
+        for i in range(3):
+            client.track({"registered": f"p{i}"}, "parent")
+        client.flush(timeout=10)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                handles = [
+                    client.track({"registered": f"c{i}"}, "child") for i in range(3)
+                ]
+                client.flush(timeout=10)
+                ok = all(h.result(timeout=10).status == 200 for h in handles)
+                sharing = client._client._rate.sharing  # type: ignore[attr-defined]
+                client.close(timeout=10)
+                code = 0 if ok and sharing else 2
+            finally:
+                os._exit(code)
+        for i in range(3):
+            client.track({"registered": f"q{i}"}, "parent")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        report = client.close(timeout=10)
+        assert report.delivered == 6
+        types = sorted(e.event_type for e in fake.events())
+        assert types == ["child"] * 3 + ["parent"] * 6

@@ -460,3 +460,14 @@ def test_slots_that_passed_unused_are_caught_up_a_few_at_most(
     waits = [wait_of(budget) for _ in range(catch_up + 3)]
     assert sum(w <= 0 for w in waits) == catch_up + 1
     assert waits[-1] > 0
+
+
+def test_the_budget_says_where_it_is(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Making a budget logs, at INFO, the file it is shared through."""
+    with caplog.at_level(logging.INFO, logger="trackasync"):
+        FileBudget(RATE, path)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"rate budget shared through file {path}"
+    ]

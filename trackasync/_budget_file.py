@@ -33,7 +33,7 @@ import threading
 import time
 
 from . import _ratelimit
-from ._budget_shared import FIELDS, SharedLimiter, step
+from ._budget_shared import FIELDS, SharedLimiter, logger, step
 from ._exceptions import ConfigError
 from ._ratelimit import api_address
 
@@ -155,6 +155,7 @@ class FileBudget(SharedLimiter):
             raise ConfigError(
                 f"rate_budget: cannot use {path!r} as the shared state file ({reason})"
             ) from None
+        logger.info("rate budget shared through %s", self.where)
 
     @property
     def path(self) -> str:

@@ -157,6 +157,7 @@ class RedisBudget(SharedLimiter):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._push_task: asyncio.Task[None] | None = None
         _live.add(self)
+        logger.info("rate budget shared through %s", self._where)
 
     @property
     def key(self) -> str:
