@@ -378,3 +378,40 @@ def test_a_sync_client_on_a_redis_budget_survives_a_fork(
         assert report.delivered == 6
         types = sorted(e.event_type for e in fake.events())
         assert types == ["child"] * 3 + ["parent"] * 6
+
+
+def test_trackasync_send_shares_the_budget_from_the_environment(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """`trackasync send` with TRACKASYNC_RATE_BUDGET=redis://... paces on the key."""
+    import io
+    import json
+
+    from trackasync._send import send
+
+    from ._fake_thread import threaded_fake
+
+    with threaded_fake() as fake:
+        api = fake.api
+        for name, value in {
+            "TRACKASYNC_BASE_URL": api.base_url,
+            "TRACKASYNC_PROJECT_TOKEN": api.project_token,
+            "TRACKASYNC_KEY_ID": api.key_id,
+            "TRACKASYNC_SECRET": api.secret,
+            "TRACKASYNC_LINGER": "0.01",
+            "TRACKASYNC_RATE_BUDGET": redis_server.url + "?key=send-budget",
+        }.items():
+            monkeypatch.setenv(name, value)
+        path = tmp_path / "in.jsonl"
+        event = {"customer_ids": {"registered": "a"}, "event_type": "view"}
+        path.write_text(json.dumps(event) + "\n")
+        out, err = io.StringIO(), io.StringIO()
+        stdin = io.BufferedReader(io.BytesIO(b""))
+        status = send([str(path)], stdin=stdin, stdout=out, stderr=err)
+        assert status == 0, out.getvalue() + err.getvalue()
+        assert len(fake.events()) == 1
+
+    async def exists() -> Any:
+        return await raw(redis_server, "EXISTS", "send-budget")
+
+    assert asyncio.run(exists()) == 1
