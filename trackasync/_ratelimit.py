@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import sys
 import time
 from collections import deque
 from urllib.parse import urlsplit
@@ -196,6 +197,8 @@ def make_limiter(rate: float | None, budget: str | None, base_url: str) -> RateL
         from ._budget_redis import RedisBudget
 
         return RedisBudget(rate, spec, base_url)
+    if sys.platform == "win32":
+        raise ConfigError("a file rate_budget needs POSIX file locks, absent here")
     from ._budget_file import FileBudget, budget_path
 
     return FileBudget(rate, budget_path(spec, base_url))
