@@ -246,3 +246,28 @@ async def test_late_wake_ups_do_not_squeeze_a_window(
         released.append(clock.now)
         clock.now += 0.004 * (i % 3)
     assert busiest_window(released) <= 20
+
+
+async def test_the_fake_api_sees_no_window_over_the_rate_from_a_cold_start() -> None:
+    """End to end: a client at rate_limit=18 sends single requests as fast as
+    it is let to the fake API limited to 20 in any 1 s: no 429 (the burst on
+    top of a full window used to put 22 in the first second)."""
+    from trackasync import Client
+    from trackasync.testing import FakeTrackingAPI
+
+    async with FakeTrackingAPI() as api:
+        api.set_rate_limit(20.0, window=1.0)
+        async with Client(
+            api.base_url,
+            api.project_token,
+            auth=api.auth,
+            mode="single",
+            linger=0.0,
+            max_in_flight=8,
+            rate_limit=18.0,
+        ) as client:
+            for i in range(30):
+                client.track_nowait({"registered": f"u{i}"}, "page")
+            result = await client.flush(timeout=20)
+            assert result.delivered == 30
+            assert client.stats().rate_limited == 0
