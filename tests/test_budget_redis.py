@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -415,3 +417,61 @@ def test_trackasync_send_shares_the_budget_from_the_environment(
         return await raw(redis_server, "EXISTS", "send-budget")
 
     assert asyncio.run(exists()) == 1
+
+
+async def test_the_lua_step_and_the_python_step_agree(
+    redis_server: RedisServer,
+) -> None:
+    """The Redis script and _budget_shared.step give the same answer and the
+    same new state from the same state and signals (the script's clock read
+    back from the state it wrote)."""
+    import random
+
+    from trackasync._budget_shared import FIELDS, step as python_step
+
+    rng = random.Random(3)
+    budget = RedisBudget(100.0, redis_server.url, API)
+    try:
+        await step(budget)  # connects, and gives a first state
+        for case in range(60):
+            seconds, micros = await raw(redis_server, "TIME")
+            now = int(seconds) + int(micros) / 1e6
+            before = [
+                now + rng.choice([-30.0, -0.05, 0.0, 0.02, 0.5, 300.0]),  # next
+                rng.choice([0.004, 0.05, 0.3, 1.0, 2.0]),  # factor
+                now + rng.choice([-5.0, -0.5, 10.0]),  # last_cut
+                rng.choice([50.0, 95.0, 190.0, 5000.0]),  # limit
+                now + rng.choice([-20.0, -1.0]),  # limit_at
+                now + rng.choice([-1.0, 0.0, 250.0]),  # written_at
+            ]
+            if case % 10 == 9:
+                before[rng.randrange(6)] = math.nan
+            mapping = {name: repr(value) for name, value in zip(FIELDS, before)}
+            await raw(
+                redis_server, "HSET", budget.key, *itertools.chain(*mapping.items())
+            )
+            cut = rng.random() < 0.3
+            pause = rng.choice([0.0, 0.0, 1.5, 100.0])
+            accepted = rng.choice([0, 0, 3])
+            reserve = rng.random() < 0.8
+            count = rng.choice([1, 4])
+            result = await budget._step(cut, pause, accepted, reserve, count)
+            assert result is not None
+            stored = await raw(redis_server, "HMGET", budget.key, *FIELDS)
+            after = [float(value) for value in stored]
+            expected, delay, factor = python_step(
+                before,
+                after[-1],  # the script's own clock
+                budget._pace,
+                cut=cut,
+                pause=pause,
+                accepted=accepted,
+                reserve=reserve,
+                count=count,
+                catch_up=budget._catch_up,
+            )
+            assert after == pytest.approx(expected, rel=1e-12, abs=1e-9), case
+            assert result[0] == pytest.approx(delay, abs=1e-9), case
+            assert result[1] == factor, case
+    finally:
+        await budget.aclose()
