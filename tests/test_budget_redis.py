@@ -26,6 +26,8 @@ from .test_ratelimit import busiest_window
 pytestmark = [
     pytest.mark.skipif(redis_binary() is None, reason="no redis-server binary"),
     pytest.mark.skipif(os.name == "nt", reason="fork"),
+    # Python 3.12+ warns about forking a process that runs threads.
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded"),
 ]
 
 API = "https://api.example.test"
@@ -343,7 +345,6 @@ def test_a_fork_leaves_parent_and_child_working(redis_server: RedisServer) -> No
         loop.close()
 
 
-@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
 def test_a_sync_client_on_a_redis_budget_survives_a_fork(
     redis_server: RedisServer,
 ) -> None:

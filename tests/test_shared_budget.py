@@ -26,7 +26,12 @@ from trackasync._ratelimit import RateLimiter, make_limiter
 
 from .test_ratelimit import Clock
 
-pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX file locks")
+pytestmark = [
+    pytest.mark.skipif(os.name == "nt", reason="POSIX file locks"),
+    # Python 3.12+ warns about forking a process that runs threads: a fork
+    # while another thread steps is exactly what is under test.
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded"),
+]
 
 RATE = 4.0
 PACE = RATE * HEADROOM  # the shared budget keeps a margin under the rate
