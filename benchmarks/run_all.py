@@ -45,6 +45,7 @@ NAMES = (
     "latency",
     "loop_lag",
     "shared_budget",
+    "budget_step",
     "sync_client",
 )
 
@@ -287,14 +288,28 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
         parts = [
             f"{name}: {_median(r['accepted_requests_per_s']):.1f} requests/s "
             f"({r['share_of_limit']:.0%} of the limit), HTTP 429: "
-            f"{sum(r['http_429_total'])}"
+            f"{sum(r['http_429_total'])} ({r['http_429_share']:.1%})"
             for name, r in shared["summary"].items()
         ]
         rows.append(
             (
-                f"{st['processes']} processes, one host, limit {st['server_rate_limit']}",
+                f"{st['processes']} processes in {st.get('groups', 1)} groups, "
+                f"limit {st['server_rate_limit']}",
                 "; ".join(parts),
-                f"shared: no 429 and ≥ 90 %: {_yes(shared['target']['met'])}",
+                f"redis: < 1 % 429 and ≥ 90 %: {_yes(shared['target']['met'])}",
+            )
+        )
+    step = reports.get("budget_step")
+    if step:
+        r = step["microseconds_per_step"]
+        rows.append(
+            (
+                "rate budget step (file: one per request; redis: one per 4)",
+                f"redis {_median(r['redis_step']):.0f} µs (PING "
+                f"{_median(r['redis_ping']):.0f} µs), file "
+                f"{_median(r['file_step']):.1f} µs, none "
+                f"{_median(r['local_limiter']):.1f} µs",
+                "",
             )
         )
     sync = reports.get("sync_client")

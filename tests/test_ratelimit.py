@@ -175,17 +175,99 @@ def test_no_rate_never_delays(clock: Clock) -> None:
     assert all(limiter.delay() == 0.0 for _ in range(100))
 
 
-async def test_acquire_sleeps_for_the_delay(
+async def test_acquire_sleeps_for_the_delay_and_the_window(
     clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """acquire() sleeps exactly as long as delay() says, and not at all for 0."""
+    """acquire() sleeps as long as pacing says, and until a window has room."""
+    sleeper = Sleeper(clock)
     slept: list[float] = []
 
     async def fake_sleep(seconds: float) -> None:
         slept.append(seconds)
+        await sleeper(seconds)
 
     monkeypatch.setattr(_ratelimit, "_sleep", fake_sleep)
     limiter = RateLimiter(RATE)
     for _ in range(7):
         await limiter.acquire()
-    assert slept == [0.25, 0.5]
+    # Four at once (the burst, capped at the rate), then the window's wait,
+    # then one interval apart.
+    assert slept == [1.0, 0.25, 0.25]
+
+
+class Sleeper:
+    """A sleep that moves the frozen clock forward, oversleeping when told to."""
+
+    def __init__(self, clock: Clock, late: list[float] | None = None) -> None:
+        self.clock = clock
+        self.late = late or []
+
+    async def __call__(self, seconds: float) -> None:
+        self.clock.now += seconds + (self.late.pop() if self.late else 0.0)
+
+
+def busiest_window(times: list[float], window: float = 1.0) -> int:
+    """The most requests any half-open window of ``window`` seconds holds."""
+    times = sorted(times)
+    most, start = 0, 0
+    for end, t in enumerate(times):
+        while times[start] <= t - window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+@pytest.mark.parametrize("rate", [4.0, 18.0, 100.0])
+async def test_no_window_sees_more_than_the_rate_from_the_first_request(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch, rate: float
+) -> None:
+    """From a cold start, no one-second window sees more than ``rate`` requests."""
+    monkeypatch.setattr(_ratelimit, "_sleep", Sleeper(clock))
+    limiter = RateLimiter(rate)
+    released = []
+    for _ in range(int(rate) * 4):
+        await limiter.acquire()
+        released.append(clock.now)
+    assert busiest_window(released) == int(rate)
+    # ... while the pace over the whole run is still the rate.
+    assert released[-1] - released[0] < 4.0
+
+
+async def test_late_wake_ups_do_not_squeeze_a_window(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window rule counts when requests really left, not when they were due."""
+    late = [0.0, 0.03, 0.0, 0.07, 0.01] * 200
+    monkeypatch.setattr(_ratelimit, "_sleep", Sleeper(clock, late))
+    limiter = RateLimiter(20.0)
+    released = []
+    for i in range(200):
+        await limiter.acquire()
+        released.append(clock.now)
+        clock.now += 0.004 * (i % 3)
+    assert busiest_window(released) <= 20
+
+
+async def test_the_fake_api_sees_no_window_over_the_rate_from_a_cold_start() -> None:
+    """End to end: a client at rate_limit=18 sends single requests as fast as
+    it is let to the fake API limited to 20 in any 1 s: no 429 (the burst on
+    top of a full window used to put 22 in the first second)."""
+    from trackasync import Client
+    from trackasync.testing import FakeTrackingAPI
+
+    async with FakeTrackingAPI() as api:
+        api.set_rate_limit(20.0, window=1.0)
+        async with Client(
+            api.base_url,
+            api.project_token,
+            auth=api.auth,
+            mode="single",
+            linger=0.0,
+            max_in_flight=8,
+            rate_limit=18.0,
+        ) as client:
+            for i in range(30):
+                client.track_nowait({"registered": f"u{i}"}, "page")
+            result = await client.flush(timeout=20)
+            assert result.delivered == 30
+            assert client.stats().rate_limited == 0

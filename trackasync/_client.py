@@ -376,6 +376,7 @@ class Client:
         if life.state is UNOPENED:
             life.state = CLOSED
             await self._transport.aclose()
+            await pipeline.rate.aclose()
             pipeline.finish()
             return self._final()
         closer = pipeline.begin_close(budget, keep=True)

@@ -17,6 +17,7 @@ from typing import Any
 from ._auth import PrivateKey, PublicToken
 from ._exceptions import ConfigError
 from ._options import Options, check_names
+from ._ratelimit import env_rate_budget
 
 PREFIX = "TRACKASYNC_"
 BASE_URL = "TRACKASYNC_BASE_URL"
@@ -73,7 +74,7 @@ TUNING: dict[str, Callable[[str, str], Any]] = {
     "mode": _text,
     "max_in_flight": _integer,
     "rate_limit": _optional_number,
-    "rate_budget": _text,
+    "rate_budget": env_rate_budget,
     "timeout": _number,
     "connect_timeout": _number,
     "shutdown_timeout": _number,

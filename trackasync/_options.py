@@ -72,8 +72,9 @@ class Options:
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     #: Requests per second at most (None: no pacing); halved on a 429.
     rate_limit: float | None = DEFAULT_RATE_LIMIT
-    #: Share the rate limit with other processes: ``"host"``, a file path, or
-    #: None/``"off"`` for this client alone.
+    #: Share the rate limit with other processes: ``"host"`` (this host's
+    #: processes), a file path, a ``redis://`` URL (a fleet behind one egress
+    #: IP), or None/``"off"`` for this client alone.
     rate_budget: str | None = None
     #: How failed requests are retried (None: ``Retry()``, the defaults).
     retry: Retry | None = None

@@ -330,6 +330,8 @@ class Pipeline:
         with anyio.move_on_after(CANCEL_GRACE):
             await self.transport.aclose()
         with anyio.move_on_after(CANCEL_GRACE):
+            await self.rate.aclose()
+        with anyio.move_on_after(CANCEL_GRACE):
             await self.table.log.aclose()
         forget_owner(self.table.owner)
 

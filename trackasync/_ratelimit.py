@@ -4,26 +4,26 @@ The API allows about 100 requests per second per source IP by default and drops
 whatever arrives over it, so the client paces itself below that instead of
 finding the limit by losing requests. Pacing is GCRA-style (a "next allowed"
 time advanced by one interval per request, with a small burst allowance), which
-needs no background task and keeps waiters in the order they asked.
+needs no background task and keeps waiters in the order they asked. A record of
+the last ``rate`` release times makes sure that no one-second window ever sees
+more than ``rate`` requests, the burst included.
+
+A budget shared by several processes lives in ``_budget_shared.py`` (the
+common part), ``_budget_file.py`` (one host) and ``_budget_redis.py`` (a fleet);
+``make_limiter`` picks one from the ``rate_budget`` setting.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
+import math
 import os
-import struct
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
+from collections import deque
 from urllib.parse import urlsplit
 
 from ._exceptions import ConfigError
-
-if sys.platform != "win32":
-    import fcntl
 
 DEFAULT_RATE_LIMIT = 100.0
 # Burst allowance, in requests: lets a quiet client send a few requests at once.
@@ -35,21 +35,38 @@ _RECOVERY_SHARE = 0.02
 # Requests in flight together meet the same overload: their 429s are one
 # signal, so the rate is cut at most once per this many seconds.
 _CUT_SPACING = 1.0
+# The sliding window the API counts requests in, at its strictest.
+_WINDOW = 1.0
 
 # Looked up at call time, so tests can drive pacing without real waiting.
 _sleep = asyncio.sleep
+
+#: The spellings of "no shared budget" accepted by ``rate_budget`` and
+#: ``TRACKASYNC_RATE_BUDGET`` (compared case-insensitively).
+OFF_SPELLINGS = frozenset({"off", "none", "no", "false", "0", "disabled", ""})
+_URL_SCHEMES = ("redis", "rediss", "unix")
 
 
 class RateLimiter:
     """Paces requests to ``rate`` per second (``None``: no pacing)."""
 
-    __slots__ = ("_current", "_last_cut", "_next", "_rate")
+    __slots__ = ("_current", "_last_cut", "_next", "_rate", "_released")
 
     def __init__(self, rate: float | None) -> None:
         self._rate = rate
         self._current = rate
         self._next = 0.0
         self._last_cut = -_CUT_SPACING
+        # The release times of the last ``rate`` requests: the next one waits
+        # until the oldest is a full window old. GCRA alone lets the burst and
+        # a window's worth of paced requests meet in the first second.
+        size = 0 if rate is None else max(1, math.floor(rate * _WINDOW))
+        self._released: deque[float] = deque(maxlen=size or None)
+
+    @property
+    def rate(self) -> float | None:
+        """The configured rate."""
+        return self._rate
 
     @property
     def current_rate(self) -> float | None:
@@ -57,7 +74,10 @@ class RateLimiter:
         return self._current
 
     def delay(self) -> float:
-        """Reserve the next slot; returns how long to wait before using it."""
+        """Reserve the next paced slot; returns how long to wait before using it.
+
+        This is the GCRA part only; ``acquire`` also keeps the window rule.
+        """
         now = time.monotonic()
         current = self._current
         interval = 0.0 if current is None else 1.0 / current
@@ -67,9 +87,26 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Wait for the next request slot."""
+        if self._rate is None:
+            return
         wait = self.delay()
         if wait > 0:
             await _sleep(wait)
+        released = self._released
+        held = False
+        while True:
+            # Actual release times, not planned ones: a late wake-up cannot
+            # squeeze one request too many into a window.
+            now = time.monotonic()
+            if len(released) == released.maxlen and now < released[0] + _WINDOW:
+                held = True
+                await _sleep(released[0] + _WINDOW - now)
+                continue
+            released.append(now)
+            if held and self._current is not None:
+                # Paced on from here: else the burst comes back at once.
+                self._next = max(self._next, now + 1.0 / self._current)
+            return
 
     def rate_limited(self, retry_after: float | None) -> None:
         """The API answered 429: slow down, and pause for ``retry_after`` if given."""
@@ -93,157 +130,86 @@ class RateLimiter:
                 self._rate, self._current + self._rate * _RECOVERY_SHARE
             )
 
-
-# -- one budget shared by the processes of a host ---------------------------------------
-
-# The shared state: next allowed time, rate in force, time of the last cut (all
-# wall-clock seconds, so every process and every boot reads them the same way).
-_STATE = struct.Struct("<3d")
-# A state further ahead than this is stale (a clock step, a crashed writer):
-# start over rather than wait for it.
-_STALE_AHEAD = 300.0
+    async def aclose(self) -> None:
+        """Release what the limiter holds (a shared budget's connection)."""
 
 
-# The processes' requests reach the API with some jitter (scheduling, CPU
-# contention): pacing the host exactly at the limit would let a late request and
-# an on-time one land in the same window. This share of ``rate_limit`` is the
-# pace actually kept, leaving a 1 s window 50 ms of slack.
-_SHARED_HEADROOM = 0.95
+# -- the rate_budget setting ---------------------------------------------------
 
 
-def _wall() -> float:
-    return time.time()
+def parse_rate_budget(value: object, what: str = "rate_budget") -> str | None:
+    """``value`` checked and normalized: None (off), ``"host"``, a URL or a path.
 
-
-class SharedRateLimiter(RateLimiter):
-    """``RateLimiter`` whose pacing state lives in a file shared by processes.
-
-    The API's limit is per source IP, so N processes each pacing themselves to
-    the limit send N times it. Each request slot is reserved under an exclusive
-    ``flock`` on ``path``: an open, a read, a few additions, a write and a
-    close, some 10 microseconds at 100 requests per second. A 429 seen by one
-    process slows them all. There is no burst allowance (processes starting
-    together would multiply it), and the pace kept is 95 % of ``rate``.
+    Off has the usual spellings (``off``, ``none``, ``no``, ``false``, ``0``,
+    any case). A path must name a file in an existing directory and contain a
+    ``/`` (``./budget`` for the working directory), so that a mistyped keyword
+    is refused rather than taken for a file name. Messages never repeat a URL:
+    it may carry a password.
     """
-
-    __slots__ = ("_path",)
-
-    def __init__(self, rate: float, path: str) -> None:
-        super().__init__(rate * _SHARED_HEADROOM)
-        self._path = path
-
-    @property
-    def path(self) -> str:
-        """The state file shared with the other processes."""
-        return self._path
-
-    @property
-    def current_rate(self) -> float | None:
-        with self._state() as state:
-            return state[1]
-
-    def check(self) -> None:
-        """Open the state file once, so a bad path fails when the client is built."""
-        with self._state():
-            pass
-
-    @contextlib.contextmanager
-    def _state(self) -> Iterator[list[float]]:
-        """The shared (next, current, last_cut), locked; written back on exit.
-
-        The file is opened for each use: a descriptor kept open would be
-        inherited by forked children, and they would share its lock.
-        """
-        # 0o600: the budget is shared only with processes of the same user.
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.pread(fd, _STATE.size, 0)
-            rate = self._rate
-            assert rate is not None
-            now = _wall()
-            state = [0.0, rate, -_CUT_SPACING]
-            if len(raw) == _STATE.size:
-                next_at, current, last_cut = _STATE.unpack(raw)
-                # Each check also fails for NaN: a corrupt value starts over.
-                if next_at <= now + _STALE_AHEAD:  # else a clock step or a crash
-                    state[0] = next_at
-                if current > 0:  # a process with a lower rate_limit caps it
-                    state[1] = min(current, rate)
-                if last_cut <= now:
-                    state[2] = last_cut
-            before = list(state)
-            yield state
-            if state != before:
-                os.pwrite(fd, _STATE.pack(*state), 0)
-        finally:
-            os.close(fd)  # also releases the lock
-
-    def reserve(self) -> tuple[float, float]:
-        """Reserve the next shared slot: (its wall-clock time, now)."""
-        with self._state() as state:
-            now = _wall()
-            earliest = max(state[0], now)
-            state[0] = earliest + 1.0 / state[1]
-        return earliest, now
-
-    def delay(self) -> float:
-        earliest, now = self.reserve()
-        return max(0.0, earliest - now)
-
-    def rate_limited(self, retry_after: float | None) -> None:
-        rate = self._rate
-        assert rate is not None
-        with self._state() as state:
-            now = _wall()
-            if now - state[2] >= _CUT_SPACING:
-                state[2] = now
-                state[1] = max(rate * _FLOOR_SHARE, state[1] / 2)
-            if retry_after:
-                state[0] = max(state[0], now + retry_after)
-
-    def accepted(self) -> None:
-        rate = self._rate
-        assert rate is not None
-        with self._state() as state:
-            if state[1] < rate:
-                state[1] = min(rate, state[1] + rate * _RECOVERY_SHARE)
-
-
-def budget_path(budget: str, base_url: str) -> str:
-    """Where the shared state for ``base_url`` lives: ``"host"`` picks a file
-    in the temporary directory keyed by the API's host and port; anything else
-    is taken as the path of the file."""
-    if budget == "host":
-        where = urlsplit(base_url)
-        key = f"{where.scheme}://{where.hostname}:{where.port or ''}"
-        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        return os.path.join(tempfile.gettempdir(), f"trackasync-budget-{digest}")
-    return budget
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"{what} must be None, 'off', 'host', a redis:// URL or a file path, "
+            f"got {type(value).__name__}"
+        )
+    text = value.strip()
+    if text.lower() in OFF_SPELLINGS:
+        return None
+    if text.lower() == "host":
+        return "host"
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        if scheme not in _URL_SCHEMES:
+            raise ConfigError(
+                f"{what}: a URL must be redis://, rediss:// or unix:// "
+                f"(got a {scheme[:20]!r} URL)"
+            )
+        return text
+    if "/" not in text:
+        raise ConfigError(
+            f"{what} must be 'off', 'host', a redis:// URL or a file path with a "
+            f"'/' (e.g. ./budget), got {text[:80]!r}"
+        )
+    directory = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(directory):
+        raise ConfigError(
+            f"{what}: the directory of {text[:200]!r} does not exist; "
+            "the budget file is created, its directory is not"
+        )
+    return text
 
 
 def make_limiter(rate: float | None, budget: str | None, base_url: str) -> RateLimiter:
-    """The limiter a client uses: its own, or the host's shared budget.
+    """The limiter a client uses: its own, or a budget shared by processes.
 
     ``budget`` is None or ``"off"`` (pace this client alone), ``"host"`` (share
-    with every process of this host that talks to the same API) or a file path.
+    with every process of this user and host that talks to the same API), a
+    file path (share through that file) or a ``redis://`` URL (share with every
+    process of every host that uses the same Redis key).
     """
-    if budget is None or budget == "off":
+    spec = parse_rate_budget(budget)
+    if spec is None:
         return RateLimiter(rate)
-    if not isinstance(budget, str) or not budget:
-        raise ConfigError(
-            f"rate_budget must be None, 'off', 'host' or a file path, got {budget!r}"
-        )
     if rate is None:
         raise ConfigError("rate_budget needs a rate_limit to share (got None)")
+    if "://" in spec:
+        from ._budget_redis import RedisBudget
+
+        return RedisBudget(rate, spec, base_url)
     if sys.platform == "win32":
-        raise ConfigError("rate_budget needs POSIX file locks (fcntl), absent here")
-    limiter = SharedRateLimiter(rate, budget_path(budget, base_url))
-    try:
-        limiter.check()
-    except OSError as exc:
-        raise ConfigError(
-            f"rate_budget: cannot open the shared state file {limiter.path!r} "
-            f"({exc.strerror})"
-        ) from None
-    return limiter
+        raise ConfigError("a file rate_budget needs POSIX file locks, absent here")
+    from ._budget_file import FileBudget, budget_path
+
+    return FileBudget(rate, budget_path(spec, base_url))
+
+
+def api_address(base_url: str) -> str:
+    """``scheme://host:port`` of the API, the part a budget is keyed by."""
+    where = urlsplit(base_url)
+    return f"{where.scheme}://{where.hostname}:{where.port or ''}"
+
+
+def env_rate_budget(name: str, raw: str) -> str | None:
+    """``TRACKASYNC_RATE_BUDGET``'s parser (see ``parse_rate_budget``)."""
+    return parse_rate_budget(raw, name)
