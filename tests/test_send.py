@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from trackasync._cli import main as cli
-from trackasync._send import send
+from trackasync._cli.send import send
 
 from ._fake_thread import ThreadedFake, threaded_fake
 

@@ -25,11 +25,11 @@ from typing import IO, Any, TextIO
 
 import msgspec
 
-from ._auth import PrivateKey, PublicToken
-from ._client import Client
-from ._env import client_kwargs
-from ._exceptions import ClientStateError, ConfigError, InvalidEvent, TrackError
-from ._sync import SyncClient, SyncDelivery
+from .._auth import PrivateKey, PublicToken
+from .._client import Client
+from .._env import client_kwargs
+from .._exceptions import ClientStateError, ConfigError, InvalidEvent, TrackError
+from .._sync import SyncClient, SyncDelivery
 
 #: Lines above which the command reminds that bulk loads belong to Imports.
 DEFAULT_BULK_THRESHOLD = 100_000
