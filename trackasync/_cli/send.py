@@ -2,43 +2,97 @@
 
 One line is one command: an event (``customer_ids``, ``event_type``, and
 optionally ``properties`` and ``timestamp``) or a customer update
-(``customer_ids``, ``properties``, and optionally ``update_timestamp``). The
-file is read line by line and each command is handed to a ``SyncClient``,
-whose "wait" policy holds the reader back while the queue is full: memory stays
-bounded by the queue, whatever the file's size. Outcomes come back through
-done callbacks (in the client's thread) and are written by the main thread.
+(``customer_ids``, ``properties``, and optionally ``update_timestamp``). Blank
+lines and lines starting with ``#`` are skipped (and counted). The file is read
+line by line and each command is handed to a ``SyncClient``, whose "wait"
+policy holds the reader back while the queue is full: memory stays bounded by
+the queue and the longest line, whatever the file's size.
+
+No line is lost or doubled: every line read is delivered or written to the
+rejects file (see ``send_ledger``), an event is stamped with its timestamp when
+it is read, and a stopped run names the line to resume from (``--from-line``).
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
+import math
 import os
-import stat
+import signal
 import sys
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
 from typing import IO, Any, TextIO
 
 import msgspec
 
 from .._auth import PrivateKey, PublicToken
 from .._client import Client
+from .._config import DEFAULT_MAX_COMMAND_BYTES
 from .._env import client_kwargs
-from .._exceptions import ClientStateError, ConfigError, InvalidEvent, TrackError
+from .._exceptions import (
+    ClientStateError,
+    ConfigError,
+    InvalidEvent,
+    RequestTimeout,
+    TrackError,
+    TransportError,
+)
 from .._sync import SyncClient, SyncDelivery
+from .send_input import InputError, Source, TooLong, same_file
+from .send_ledger import Ledger
+from .send_progress import Progress
 
 #: Lines above which the command reminds that bulk loads belong to Imports.
 DEFAULT_BULK_THRESHOLD = 100_000
-_PROGRESS_EVERY_TTY = 0.2  # seconds between redraws of the progress line
-_PROGRESS_EVERY_LOG = 10.0  # seconds between plain progress lines
+#: Seconds the first request (``GET /system/time``) may take before the run is
+#: refused: an unreachable API is said at once, not after a minute of retries.
+PREFLIGHT_TIMEOUT = 10.0
+#: Exit statuses.
+OK, NOT_ALL_DELIVERED, USAGE, STOPPED, INTERRUPTED = 0, 1, 2, 3, 130
 _EVENT_KEYS = frozenset({"customer_ids", "event_type", "properties", "timestamp"})
 _CUSTOMER_KEYS = frozenset({"customer_ids", "properties", "update_timestamp"})
 _decode = msgspec.json.Decoder().decode
-_encode = msgspec.json.Encoder().encode
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds above 0, got {raw!r}"
+        )
+    return value
+
+
+def _positive(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {raw!r}")
+    return value
+
+
+def _rate(raw: str) -> float | str:
+    if raw.strip().lower() in ("none", "off"):
+        return "off"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of requests per second, or 'off', got {raw!r}"
+        )
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
             "Tracking API. Credentials come from the options or from the "
             "TRACKASYNC_* environment variables (prefer the environment for "
             "secrets: options show in the process list)."
+        ),
+        epilog=(
+            "Exit status: 0 every line delivered; 1 some lines not delivered "
+            "(see --rejected); 2 bad options, or nothing could be sent; 3 "
+            "stopped early (credentials refused, or the input is damaged); "
+            "130 interrupted."
         ),
     )
     add = parser.add_argument
@@ -66,15 +126,40 @@ def _parser() -> argparse.ArgumentParser:
     add(
         "--rejected",
         metavar="FILE",
-        help="write each rejected or undelivered line here (JSON Lines: line "
-        "number, reason, error, the line)",
+        help="write each line not delivered here, as it was, after a comment "
+        "line with its line number and reason; send can read it back",
+    )
+    add(
+        "--from-line",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="skip the lines before line N (to resume a stopped run)",
     )
     add(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=60.0,
         help="seconds to wait at the end for what is still queued "
         "(default: %(default)s)",
+    )
+    add(
+        "--rate-limit",
+        type=_rate,
+        metavar="PER_SECOND",
+        help="requests per second at most, or 'off' (TRACKASYNC_RATE_LIMIT)",
+    )
+    add(
+        "--rate-budget",
+        metavar="URL",
+        help="share one rate budget with other processes, e.g. redis://host/0 "
+        "(TRACKASYNC_RATE_BUDGET)",
+    )
+    add(
+        "--max-in-flight",
+        type=_positive,
+        metavar="N",
+        help="requests in flight at most (TRACKASYNC_MAX_IN_FLIGHT)",
     )
     add(
         "--bulk-threshold",
@@ -88,41 +173,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # -- reading ------------------------------------------------------------------------------
-
-
-class _Source:
-    """The input as bytes lines, with how far into it we are (for time left)."""
-
-    def __init__(self, name: str, stdin: IO[bytes]) -> None:
-        self.name = name
-        self._raw: IO[bytes]
-        if name == "-":
-            self._raw = stdin
-            self.size: int | None = None
-        else:
-            self._raw = open(name, "rb")  # noqa: SIM115  (closed in close())
-            info = os.fstat(self._raw.fileno())
-            self.size = info.st_size if stat.S_ISREG(info.st_mode) else None
-        head = self._raw.peek(2)[:2] if hasattr(self._raw, "peek") else b""
-        self.stream: IO[bytes] | gzip.GzipFile = self._raw
-        if name.endswith(".gz") or head == b"\x1f\x8b":
-            self.stream = gzip.GzipFile(fileobj=self._raw, mode="rb")
-
-    def lines(self) -> Iterator[bytes]:
-        yield from self.stream
-
-    def fraction(self) -> float | None:
-        """Share of the input read so far, when its size is known."""
-        if not self.size:
-            return None
-        try:
-            return min(1.0, self._raw.tell() / self.size)
-        except (OSError, ValueError):
-            return None
-
-    def close(self) -> None:
-        if self.name != "-":
-            self._raw.close()
 
 
 @dataclass(slots=True)
@@ -166,105 +216,68 @@ def _parse(line: bytes) -> _Command:
     )
 
 
-# -- progress -----------------------------------------------------------------------------
+def _too_long(line: TooLong) -> str:
+    return (
+        f"the line is {line.size:,} bytes, over the {DEFAULT_MAX_COMMAND_BYTES:,} "
+        "bytes of the largest command the API accepts (not kept)"
+    )
 
 
-class _Progress:
-    def __init__(self, out: TextIO, *, quiet: bool) -> None:
-        self._out = out
-        self._quiet = quiet
-        self._tty = out.isatty()
-        self._every = _PROGRESS_EVERY_TTY if self._tty else _PROGRESS_EVERY_LOG
-        self._start = time.monotonic()
-        self._last = self._start
-        self._drawn = False
+@dataclass
+class _Counts:
+    """What the reading loop saw; ``handled`` is the last line fully dealt with."""
 
-    def tick(
-        self, read: int, delivered: int, fraction: float | None, *, force: bool = False
-    ) -> None:
-        now = time.monotonic()
-        if self._quiet or (not force and now - self._last < self._every):
-            return
-        self._last = now
-        elapsed = max(now - self._start, 1e-9)
-        text = (
-            f"{read:,} lines read, {delivered:,} delivered, "
-            f"{delivered / elapsed:,.0f}/s"
-        )
-        if fraction:
-            left = elapsed * (1 - fraction) / fraction
-            text += f", {fraction:.0%} of the input, about {_duration(left)} left"
-        if self._tty:
-            self._out.write(f"\r\x1b[K{text}")
-            self._drawn = True
-        else:
-            self._out.write(f"trackasync send: {text}\n")
-        self._out.flush()
-
-    def end(self) -> None:
-        if self._drawn:
-            self._out.write("\n")
-            self._out.flush()
-            self._drawn = False
-
-    def say(self, message: str) -> None:
-        self.end()
-        self._out.write(f"trackasync send: {message}\n")
-        self._out.flush()
+    lines: int = 0
+    commands: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    handled: int = 0
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds + 0.5)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+# -- interrupts ---------------------------------------------------------------------------
+
+
+class _Interrupts:
+    """SIGINT as a request to stop at the next line, raised only where that is safe.
+
+    Outside :meth:`allow` blocks, Ctrl-C only sets :attr:`count`: the loop stops
+    between lines, so no line is half handled. Inside (while blocked on the
+    input, the queue or the close), it raises ``KeyboardInterrupt`` at once.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.raising = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.raising:
+            self.raising = False  # once: the handler must not raise in cleanup
+            raise KeyboardInterrupt
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``, interruptible; raises ``KeyboardInterrupt`` if already asked."""
+        if self.count:
+            raise KeyboardInterrupt
+        self.raising = True
+        try:
+            return fn()
+        finally:
+            self.raising = False
 
 
 # -- the command --------------------------------------------------------------------------
-
-
-class _Rejects:
-    """Rejected lines, collected from any thread, written by the main thread."""
-
-    def __init__(self, path: str | None) -> None:
-        self._file = None if path is None else open(path, "wb")  # noqa: SIM115
-        self._pending: deque[tuple[int, str, str, bytes]] = deque()
-        self.reasons: Counter[str] = Counter()
-        self.first: list[str] = []
-        self._lock = threading.Lock()
-
-    def add(self, number: int, reason: str, error: str, line: bytes) -> None:
-        with self._lock:
-            self.reasons[reason] += 1
-            if len(self.first) < 5:
-                self.first.append(f"line {number}: {reason}: {error}")
-        self._pending.append((number, reason, error, line))
-
-    def write(self) -> None:
-        pending = self._pending
-        while pending:
-            number, reason, error, line = pending.popleft()
-            if self._file is not None:
-                record = {
-                    "line": number,
-                    "reason": reason,
-                    "error": error,
-                    "data": line.decode("utf-8", "replace").rstrip("\r\n"),
-                }
-                self._file.write(_encode(record) + b"\n")
-
-    def close(self) -> None:
-        self.write()
-        if self._file is not None:
-            self._file.close()
-
-    @property
-    def count(self) -> int:
-        return sum(self.reasons.values())
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -281,6 +294,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         if not (args.key_id and args.secret):
             raise ConfigError("--key-id and --secret go together")
         overrides["auth"] = PrivateKey(args.key_id, args.secret)
+    for option in ("rate_limit", "rate_budget", "max_in_flight"):
+        value = getattr(args, option)
+        if value is not None:
+            overrides[option] = None if value == "off" else value
     return client_kwargs(overrides)
 
 
@@ -291,6 +308,29 @@ def _dry_run_client(args: argparse.Namespace) -> Client:
         return Client(**_options(args))
     except ConfigError:
         return Client("https://dry-run.invalid", "dry-run", auth=PublicToken("x"))
+
+
+def _standard_input() -> IO[bytes] | None:
+    stdin = sys.stdin
+    return None if stdin is None else getattr(stdin, "buffer", None)
+
+
+def _open_rejects(path: str | None, source: Source) -> IO[bytes] | None:
+    """The rejects file, opened only once it is known not to be the input."""
+    if path is None:
+        return None
+    try:
+        existing: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        existing = None
+    if (
+        existing is not None
+        and source.stat is not None
+        and same_file(existing, source.stat)
+    ):
+        raise InputError(f"--rejected {path} is the input file; choose another")
+    # Opened only now: the input was checked, and nothing was read yet.
+    return open(path, "wb")
 
 
 def send(
@@ -305,76 +345,151 @@ def send(
     err = sys.stderr if stderr is None else stderr
     args = _parser().parse_args(argv)
     try:
-        source = _Source(args.file, sys.stdin.buffer if stdin is None else stdin)
-    except OSError as exc:
-        err.write(f"trackasync send: cannot read {args.file}: {exc.strerror}\n")
-        return 2
+        # Everything that can be refused is refused before the first line is read.
+        client = None if args.dry_run else SyncClient(**_options(args))
+    except TrackError as exc:
+        err.write(f"trackasync send: {exc}\n")
+        return USAGE
+    try:
+        source = Source(
+            args.file,
+            _standard_input() if stdin is None else stdin,
+            limit=DEFAULT_MAX_COMMAND_BYTES,
+        )
+    except InputError as exc:
+        err.write(f"trackasync send: {exc}\n")
+        if client is not None:
+            client.close(timeout=0.1)
+        return USAGE
     try:
         try:
-            client = None if args.dry_run else SyncClient(**_options(args))
-        except TrackError as exc:
-            err.write(f"trackasync send: {exc}\n")
-            return 2
-        try:
-            rejects = _Rejects(args.rejected)
-        except OSError as exc:
-            err.write(
-                f"trackasync send: cannot write {args.rejected}: {exc.strerror}\n"
-            )
+            ledger = Ledger(_open_rejects(args.rejected, source))
+        except (InputError, OSError) as exc:
+            message = str(exc) if isinstance(exc, InputError) else exc.strerror
+            if isinstance(exc, OSError):
+                message = f"cannot write {args.rejected}: {message}"
+            err.write(f"trackasync send: {message}\n")
             if client is not None:
-                client.close()
-            return 2
+                client.close(timeout=0.1)
+            return USAGE
         if client is None:
-            return _dry_run(args, source, rejects, out, err)
-        return _send(args, client, source, rejects, out, err)
+            return _dry_run(args, source, ledger, out, err)
+        try:
+            problem = _preflight(client, err)
+        except KeyboardInterrupt:
+            problem = "interrupted before the first line was read"
+        if problem is not None:
+            err.write(f"trackasync send: {problem}\n")
+            ledger.close()
+            client.close(timeout=0.1)
+            return USAGE
+        return _send(args, client, source, ledger, out, err)
     finally:
         source.close()
 
 
+def _preflight(client: SyncClient, err: TextIO) -> str | None:
+    """Why nothing can be sent (the API cannot be reached), or None.
+
+    One ``GET /system/time``: a refused connection or a wrong address is said
+    within seconds instead of after a minute of retries. An HTTP answer, even an
+    error, proves the API is reachable; the credentials are judged by the
+    answers to the commands themselves.
+    """
+    try:
+        client.system_time(timeout=PREFLIGHT_TIMEOUT)
+    except (RequestTimeout, TimeoutError):
+        # Slow, not unreachable: the commands get their own timeouts and retries.
+        err.write(
+            f"trackasync send: warning: no answer from the API within "
+            f"{PREFLIGHT_TIMEOUT:g} s; sending anyway\n"
+        )
+    except TransportError as exc:
+        return f"cannot reach the API: {exc}"
+    except TrackError:
+        pass
+    return None
+
+
+def _lines(
+    source: Source, counts: _Counts, ledger: Ledger, first: int
+) -> Any:  # Iterator[tuple[int, bytes]]
+    """The lines that are commands, numbered; the rest are counted and settled."""
+    for number, line in enumerate(source.lines(), 1):
+        counts.lines = number
+        if number < first:
+            counts.handled = number
+            continue
+        if isinstance(line, TooLong):
+            counts.commands += 1
+            ledger.reject(number, "too_long", _too_long(line), None)
+            counts.handled = number
+            continue
+        text = line.strip()
+        if not text or text.startswith(b"#"):
+            counts.skipped["blank" if not text else "comment"] += 1
+            counts.handled = number
+            continue
+        counts.commands += 1
+        yield number, line
+
+
 def _dry_run(
     args: argparse.Namespace,
-    source: _Source,
-    rejects: _Rejects,
+    source: Source,
+    ledger: Ledger,
     out: TextIO,
     err: TextIO,
 ) -> int:
     client = _dry_run_client(args)
-    progress = _Progress(err, quiet=args.quiet)
+    progress = Progress(err, quiet=args.quiet)
     kinds: Counter[str] = Counter()
+    counts = _Counts()
     encoded = 0
-    number = 0
-    seen = 0
+    damaged = None
     try:
-        for number, line in enumerate(source.lines(), 1):
-            if not line.strip():
-                continue  # a blank line is not a command
+        for number, line in _lines(source, counts, ledger, args.from_line):
             try:
                 command = _parse(line)
                 build = client._event if command.kind == "event" else client._customer
                 delivery = build(*command.args, *command.kwargs.values())
             except (ValueError, InvalidEvent) as exc:
                 reason = "invalid" if isinstance(exc, InvalidEvent) else "malformed"
-                rejects.add(number, reason, str(exc), line)
+                ledger.reject(number, reason, str(exc), line.rstrip(b"\r\n"))
                 continue
             kinds[command.kind] += 1
             encoded += len(delivery.body)
-            seen += 1
-            if seen == args.bulk_threshold + 1:
+            if kinds.total() == args.bulk_threshold + 1:
                 progress.say(_bulk_warning(args.bulk_threshold))
             progress.tick(number, 0, source.fraction())
-            rejects.write()
+            ledger.write()
+    except InputError as exc:
+        damaged = str(exc)
     finally:
-        rejects.close()
+        ledger.close()
         progress.end()
+    if damaged is not None:
+        out.write(f"stopped: {damaged}\n")
     valid = kinds["event"] + kinds["customer"]
     out.write(
-        f"dry run: {number:,} lines, {valid:,} valid ({kinds['event']:,} events, "
-        f"{kinds['customer']:,} customer updates, {encoded:,} bytes encoded), "
-        f"{rejects.count:,} rejected; nothing was sent\n"
+        f"dry run: {counts.lines:,} lines, {valid:,} valid ({kinds['event']:,} "
+        f"events, {kinds['customer']:,} customer updates, {encoded:,} bytes "
+        f"encoded), {ledger.count:,} rejected{_skipped(counts)}; nothing was sent\n"
     )
-    for first in rejects.first:
+    for first in ledger.first:
         out.write(f"  {first}\n")
-    return 0 if rejects.count == 0 else 1
+    if damaged is not None:
+        return STOPPED
+    return OK if ledger.count == 0 else NOT_ALL_DELIVERED
+
+
+def _skipped(counts: _Counts) -> str:
+    if not counts.skipped:
+        return ""
+    return ", " + ", ".join(
+        f"{count:,} {kind} line{'s' if count != 1 else ''} skipped"
+        for kind, count in sorted(counts.skipped.items())
+    )
 
 
 def _reasons(reasons: Counter[str]) -> str:
@@ -392,81 +507,129 @@ def _bulk_warning(threshold: int) -> str:
 def _send(
     args: argparse.Namespace,
     client: SyncClient,
-    source: _Source,
-    rejects: _Rejects,
+    source: Source,
+    ledger: Ledger,
     out: TextIO,
     err: TextIO,
 ) -> int:
-    progress = _Progress(err, quiet=args.quiet)
-    delivered = 0
-    counted = threading.Lock()
-    number = 0
+    progress = Progress(err, quiet=args.quiet)
+    counts = _Counts()
+    stopped: str | None = None  # why the run stopped before the end of the input
 
-    def outcome(number: int, line: bytes) -> Any:
+    def outcome(number: int) -> Callable[[SyncDelivery], None]:
         def done(handle: SyncDelivery) -> None:
-            nonlocal delivered
-            failure = handle.exception(timeout=0)
-            if failure is None:
-                with counted:
-                    delivered += 1
-            else:
-                rejects.add(number, failure.reason, str(failure), line)
+            ledger.outcome(number, handle.exception(timeout=0))
 
         return done
 
-    commands = 0
-    queued = 0
-    interrupted = False
-    report = None
-    try:
-        for number, line in enumerate(source.lines(), 1):
-            if not line.strip():
-                continue  # a blank line is not a command
-            commands += 1
-            try:
-                command = _parse(line)
-                send_one = (
-                    client.track if command.kind == "event" else client.update_customer
-                )
-                handle = send_one(*command.args, **command.kwargs)
-            except (ValueError, InvalidEvent) as exc:
-                reason = "invalid" if isinstance(exc, InvalidEvent) else "malformed"
-                rejects.add(number, reason, str(exc), line)
-                continue
-            except TrackError as exc:  # QueueFull after queue_timeout, or closed
-                rejects.add(number, "not_queued", str(exc), line)
-                continue
-            queued += 1
-            handle.add_done_callback(outcome(number, line))
-            if commands == args.bulk_threshold + 1:
-                progress.say(_bulk_warning(args.bulk_threshold))
-            progress.tick(number, delivered, source.fraction())
-            rejects.write()
-    except KeyboardInterrupt:
-        interrupted = True
-        progress.say("interrupted: delivering what was queued, then stopping")
-    finally:
+    with _Interrupts() as interrupts:
+        lines = _lines(source, counts, ledger, args.from_line)
         try:
-            report = client.close(timeout=args.timeout)
+            while True:
+                if interrupts.count:
+                    raise KeyboardInterrupt
+                if ledger.auth_refused is not None:
+                    stopped = f"the API refused the credentials: {ledger.auth_refused}"
+                    break
+                item = interrupts.call(lambda: next(lines, None))
+                if item is None:
+                    break
+                number, line = item
+                _hand_over(client, number, line, ledger, interrupts, outcome)
+                counts.handled = number
+                if counts.commands == args.bulk_threshold + 1:
+                    progress.say(_bulk_warning(args.bulk_threshold))
+                progress.tick(number, ledger.delivered, source.fraction())
+                ledger.write()
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+            progress.say("interrupted: delivering what was queued, then stopping")
+        except InputError as exc:
+            stopped = str(exc)
+        try:
+            interrupts.call(lambda: client.close(timeout=args.timeout))
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+            progress.say("interrupted again: not waiting for the last outcomes")
         except ClientStateError as exc:
             progress.say(f"error: {exc}")
-        progress.tick(number, delivered, 1.0, force=True)
+        ledger.settle_pending(
+            "unknown",
+            "no outcome before the run stopped (it may have been stored; a "
+            "resend of this line is deduplicated)",
+        )
+        progress.tick(counts.lines, ledger.delivered, source.fraction(), force=True)
         progress.end()
-        rejects.close()
+        ledger.close()
+    return _summary(args, counts, ledger, stopped, out)
+
+
+def _hand_over(
+    client: SyncClient,
+    number: int,
+    line: bytes,
+    ledger: Ledger,
+    interrupts: _Interrupts,
+    outcome: Callable[[int], Callable[[SyncDelivery], None]],
+) -> None:
+    """Give one line to the client, or settle it as rejected."""
+    try:
+        command = _parse(line)
+    except ValueError as exc:
+        ledger.reject(number, "malformed", str(exc), line.rstrip(b"\r\n"))
+        return
+    timestamp = None
+    if command.kind == "event" and command.kwargs["timestamp"] is None:
+        # Stamped here, not by the client, so that a line written back after
+        # an unknown outcome carries the timestamp it was sent with.
+        timestamp = time.time()
+        command.kwargs["timestamp"] = timestamp
+    send_one = client.track if command.kind == "event" else client.update_customer
+    ledger.sending(number, line, timestamp)
+    try:
+        handle = interrupts.call(lambda: send_one(*command.args, **command.kwargs))
+    except InvalidEvent as exc:
+        ledger.unsent(number, "invalid", str(exc))
+        return
+    except TrackError as exc:  # QueueFull after queue_timeout, or closed
+        ledger.unsent(number, "not_queued", str(exc))
+        return
+    handle.add_done_callback(outcome(number))
+
+
+def _summary(
+    args: argparse.Namespace,
+    counts: _Counts,
+    ledger: Ledger,
+    stopped: str | None,
+    out: TextIO,
+) -> int:
+    if stopped is not None:
+        # Why it stopped comes first: it explains every count below.
+        out.write(f"stopped: {stopped}\n")
     out.write(
-        f"{commands:,} commands: {delivered:,} delivered, {rejects.count:,} not "
-        "delivered"
-        + (f" ({_reasons(rejects.reasons)})" if rejects.count else "")
+        f"{counts.commands:,} commands: {ledger.delivered:,} delivered, "
+        f"{ledger.count:,} not delivered"
+        + (f" ({_reasons(ledger.reasons)})" if ledger.count else "")
+        + _skipped(counts)
         + "\n"
     )
-    unsettled = commands - delivered - rejects.count
-    if unsettled or report is None:
-        out.write(f"  {unsettled:,} without an outcome\n")
-    for first in rejects.first:
+    for first in ledger.first:
         out.write(f"  {first}\n")
-    if interrupted:
-        return 130
-    return 0 if delivered == commands else 1
+    if ledger.count and args.rejected:
+        out.write(f"  the lines not delivered are in {args.rejected}\n")
+    if stopped is not None:
+        resume = max(counts.handled, ledger.highest) + 1
+        out.write(
+            f"  to resume: send the rest with --from-line {resume}"
+            + (f", and {args.rejected} again" if args.rejected else "")
+            + "\n"
+        )
+    if stopped == "interrupted":
+        return INTERRUPTED
+    if stopped is not None:
+        return STOPPED
+    return OK if ledger.delivered == counts.commands else NOT_ALL_DELIVERED
 
 
 def main(argv: list[str] | None = None) -> int:
