@@ -27,6 +27,7 @@ from ._exceptions import (
     TransportError as TransportError,
 )
 from ._sender import Mode as Mode
+from ._signals import close_on_sigterm as close_on_sigterm
 from ._stats import (
     CloseReport as CloseReport,
     FlushResult as FlushResult,
@@ -50,6 +51,7 @@ __all__ = (
     "ClientClosed",
     "ClientState",
     "ClientStateError",
+    "close_on_sigterm",
     "CloseReport",
     "ConfigError",
     "Delivery",
