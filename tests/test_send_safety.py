@@ -376,7 +376,10 @@ def test_the_rejects_file_is_sent_again_as_it_is(
 
 def test_rate_and_concurrency_flags_reach_the_client() -> None:
     """--rate-limit, --max-in-flight and --rate-budget become client options."""
-    from trackasync._cli.send import _options, _parser
+    from trackasync._cli.send_options import (
+        client_options as _options,
+        parser as _parser,
+    )
 
     env = {
         "TRACKASYNC_BASE_URL": "https://api.example",
@@ -396,3 +399,64 @@ def test_rate_and_concurrency_flags_reach_the_client() -> None:
         assert options["rate_budget"] == "x"
         options = _options(_parser().parse_args(["-", "--rate-limit", "2.5"]))
         assert options["rate_limit"] == 2.5
+
+
+class _Ahead(io.RawIOBase):
+    """Long lines, noting how many were read ahead of what the server stored."""
+
+    def __init__(self, fake: ThreadedFake, count: int) -> None:
+        self.fake = fake
+        self.ahead = 0
+        big = {f"p{i}": "x" * 15_000 for i in range(6)}  # ~90 KB a line
+        self._lines = iter(
+            lines(
+                *[{**EVENT, "properties": {**big, "n": n}} for n in range(count)]
+            ).splitlines(keepends=True)
+        )
+        self._read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readline(self, size: int | None = -1) -> bytes:
+        line = next(self._lines, b"")
+        if line:
+            self._read += 1
+            self.ahead = max(self.ahead, self._read - self.fake.event_count)
+        return line
+
+
+def test_long_lines_are_held_back_by_bytes_not_only_by_the_queue(
+    env: ThreadedFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader waits while the lines without an outcome are over the byte budget."""
+    from trackasync._cli import send as send_module
+
+    monkeypatch.setattr(send_module, "PENDING_BYTES", 300_000)
+    env.call(lambda: setattr(env.api, "response_delay", 0.05))
+    source = _Ahead(env, 30)
+    out = io.StringIO()
+    assert send(["-", "--quiet"], stdin=source, stdout=out) == 0, out.getvalue()  # type: ignore[arg-type]
+    assert env.event_count == 30
+    # 300 KB holds three 90 KB lines; the fourth waits (plus one being read).
+    assert 0 < source.ahead <= 5
+
+
+def test_a_silent_api_is_reported_within_seconds(
+    env: ThreadedFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections dropped mid-run: a warning while the client retries quietly."""
+    from trackasync._cli import send as send_module
+
+    monkeypatch.setattr(send_module, "SILENCE", 0.5)
+    env.call(lambda: env.api.drop_next(1000, route="batch"))
+    out, err = io.StringIO(), io.StringIO()
+    status = send(
+        ["-", "--timeout", "2", "--quiet"],
+        stdin=io.BufferedReader(io.BytesIO(numbered(3))),
+        stdout=out,
+        stderr=err,
+    )
+    assert status == 1
+    assert "warning: no answer from the API for" in err.getvalue(), err.getvalue()
+    assert "3 not delivered" in out.getvalue()

@@ -125,7 +125,9 @@ time.sleep(60)
 def test_close_on_sigterm_delivers_the_queue_then_ends_as_sigterm(
     fake: ThreadedFake, tmp_path: Path, mode: str
 ) -> None:
-    """With the handler every queued event is stored; without it, none is."""
+    """With the handler every queued event is stored; without it, most are lost."""
+    # Slow answers keep most of the queue unsent when the signal comes.
+    fake.call(lambda: setattr(fake.api, "response_delay", 0.2))
     script = tmp_path / "stop.py"
     script.write_text(textwrap.dedent(_SIGTERM))
     proc = subprocess.Popen(
@@ -139,7 +141,10 @@ def test_close_on_sigterm_delivers_the_queue_then_ends_as_sigterm(
     # The process still ends as SIGTERM ends it: a supervisor sees the same status.
     assert proc.returncode == -signal.SIGTERM, err
     stored = fake.event_count
-    assert stored == (2000 if mode == "handler" else 0)
+    if mode == "handler":
+        assert stored == 2000
+    else:
+        assert stored < 2000
 
 
 def test_close_on_sigterm_refuses_other_threads() -> None:

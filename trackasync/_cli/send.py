@@ -16,24 +16,16 @@ it is read, and a stopped run names the line to resume from (``--from-line``).
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import signal
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from types import FrameType
-from typing import IO, Any, TextIO
+from typing import IO, TextIO
 
-import msgspec
-
-from .._auth import PrivateKey, PublicToken
+from .._auth import PublicToken
 from .._client import Client
 from .._config import DEFAULT_MAX_COMMAND_BYTES
-from .._env import client_kwargs
 from .._exceptions import (
     ClientStateError,
     ConfigError,
@@ -43,269 +35,37 @@ from .._exceptions import (
     TransportError,
 )
 from .._sync import SyncClient, SyncDelivery
-from .send_input import InputError, Source, TooLong, same_file
+from .send_input import (
+    Counts,
+    InputError,
+    Source,
+    commands,
+    parse,
+    same_file,
+)
+from .send_interrupts import Interrupts
 from .send_ledger import Ledger
-from .send_progress import Progress
+from .send_options import client_options, parser
+from .send_progress import Progress, Watchdog
 
-#: Lines above which the command reminds that bulk loads belong to Imports.
-DEFAULT_BULK_THRESHOLD = 100_000
-#: Seconds the first request (``GET /system/time``) may take before the run is
-#: refused: an unreachable API is said at once, not after a minute of retries.
+#: Seconds the first request (``GET /system/time``) may take before a warning
+#: (a refused connection ends the run at once instead of after a minute of
+#: retries).
 PREFLIGHT_TIMEOUT = 10.0
+#: Seconds without any outcome, while lines wait for one, before a warning.
+SILENCE = 10.0
 #: Exit statuses.
 OK, NOT_ALL_DELIVERED, USAGE, STOPPED, INTERRUPTED = 0, 1, 2, 3, 130
-_EVENT_KEYS = frozenset({"customer_ids", "event_type", "properties", "timestamp"})
-_CUSTOMER_KEYS = frozenset({"customer_ids", "properties", "update_timestamp"})
-_decode = msgspec.json.Decoder().decode
-
-
-def _seconds(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(
-            f"must be a finite number of seconds above 0, got {raw!r}"
-        )
-    return value
-
-
-def _positive(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {raw!r}")
-    return value
-
-
-def _rate(raw: str) -> float | str:
-    if raw.strip().lower() in ("none", "off"):
-        return "off"
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(
-            f"must be a positive number of requests per second, or 'off', got {raw!r}"
-        )
-    return value
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="trackasync send",
-        description=(
-            "Send a JSON Lines file of events and customer updates to the "
-            "Tracking API. Credentials come from the options or from the "
-            "TRACKASYNC_* environment variables (prefer the environment for "
-            "secrets: options show in the process list)."
-        ),
-        epilog=(
-            "Exit status: 0 every line delivered; 1 some lines not delivered "
-            "(see --rejected); 2 bad options, or nothing could be sent; 3 "
-            "stopped early (credentials refused, or the input is damaged); "
-            "130 interrupted."
-        ),
-    )
-    add = parser.add_argument
-    add("file", help="the JSON Lines file ('-' for standard input; .gz is read too)")
-    add("--base-url", help="the API's address (TRACKASYNC_BASE_URL)")
-    add("--project-token", help="(TRACKASYNC_PROJECT_TOKEN)")
-    add("--key-id", help="private key id (TRACKASYNC_KEY_ID)")
-    add("--secret", help="private key secret (TRACKASYNC_SECRET)")
-    add("--public-token", help="a public token instead (TRACKASYNC_PUBLIC_TOKEN)")
-    add(
-        "--dry-run",
-        action="store_true",
-        help="validate and encode every line, send nothing",
-    )
-    add(
-        "--rejected",
-        metavar="FILE",
-        help="write each line not delivered here, as it was, after a comment "
-        "line with its line number and reason; send can read it back",
-    )
-    add(
-        "--from-line",
-        type=_positive,
-        default=1,
-        metavar="N",
-        help="skip the lines before line N (to resume a stopped run)",
-    )
-    add(
-        "--timeout",
-        type=_seconds,
-        default=60.0,
-        help="seconds to wait at the end for what is still queued "
-        "(default: %(default)s)",
-    )
-    add(
-        "--rate-limit",
-        type=_rate,
-        metavar="PER_SECOND",
-        help="requests per second at most, or 'off' (TRACKASYNC_RATE_LIMIT)",
-    )
-    add(
-        "--rate-budget",
-        metavar="URL",
-        help="share one rate budget with other processes, e.g. redis://host/0 "
-        "(TRACKASYNC_RATE_BUDGET)",
-    )
-    add(
-        "--max-in-flight",
-        type=_positive,
-        metavar="N",
-        help="requests in flight at most (TRACKASYNC_MAX_IN_FLIGHT)",
-    )
-    add(
-        "--bulk-threshold",
-        type=int,
-        default=DEFAULT_BULK_THRESHOLD,
-        metavar="LINES",
-        help="warn above this many lines (default: %(default)s)",
-    )
-    add("--quiet", action="store_true", help="no progress, only the summary")
-    return parser
-
-
-# -- reading ------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Command:
-    kind: str  # "event" or "customer"
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-
-
-def _parse(line: bytes) -> _Command:
-    """One line into a command, or ``ValueError`` saying what is wrong with it."""
-    try:
-        data = _decode(line)
-    except msgspec.DecodeError as exc:
-        raise ValueError(str(exc)) from None  # msgspec's says where and what
-    if not isinstance(data, dict):
-        raise ValueError("a line must be a JSON object")
-    if "customer_ids" not in data:
-        raise ValueError("missing 'customer_ids'")
-    if "event_type" in data:
-        unknown = set(data) - _EVENT_KEYS
-        if unknown:
-            raise ValueError(f"unknown keys for an event: {sorted(unknown)}")
-        return _Command(
-            "event",
-            (data["customer_ids"], data["event_type"], data.get("properties")),
-            {"timestamp": data.get("timestamp")},
-        )
-    unknown = set(data) - _CUSTOMER_KEYS
-    if unknown:
-        raise ValueError(
-            f"unknown keys for a customer update: {sorted(unknown)} "
-            "(an event needs 'event_type')"
-        )
-    if "properties" not in data:
-        raise ValueError("a customer update needs 'properties'")
-    return _Command(
-        "customer",
-        (data["customer_ids"], data["properties"]),
-        {"update_timestamp": data.get("update_timestamp")},
-    )
-
-
-def _too_long(line: TooLong) -> str:
-    return (
-        f"the line is {line.size:,} bytes, over the {DEFAULT_MAX_COMMAND_BYTES:,} "
-        "bytes of the largest command the API accepts (not kept)"
-    )
-
-
-@dataclass
-class _Counts:
-    """What the reading loop saw; ``handled`` is the last line fully dealt with."""
-
-    lines: int = 0
-    commands: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)
-    handled: int = 0
-
-
-# -- interrupts ---------------------------------------------------------------------------
-
-
-class _Interrupts:
-    """SIGINT as a request to stop at the next line, raised only where that is safe.
-
-    Outside :meth:`allow` blocks, Ctrl-C only sets :attr:`count`: the loop stops
-    between lines, so no line is half handled. Inside (while blocked on the
-    input, the queue or the close), it raises ``KeyboardInterrupt`` at once.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.raising = False
-        self._previous: Any = None
-        self._installed = False
-
-    def __enter__(self) -> _Interrupts:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.count += 1
-        if self.raising:
-            self.raising = False  # once: the handler must not raise in cleanup
-            raise KeyboardInterrupt
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """``fn()``, interruptible; raises ``KeyboardInterrupt`` if already asked."""
-        if self.count:
-            raise KeyboardInterrupt
-        self.raising = True
-        try:
-            return fn()
-        finally:
-            self.raising = False
-
-
-# -- the command --------------------------------------------------------------------------
-
-
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    if args.base_url:
-        overrides["base_url"] = args.base_url
-    if args.project_token:
-        overrides["project_token"] = args.project_token
-    if args.public_token and (args.key_id or args.secret):
-        raise ConfigError("give --key-id/--secret or --public-token, not both")
-    if args.public_token:
-        overrides["auth"] = PublicToken(args.public_token)
-    elif args.key_id or args.secret:
-        if not (args.key_id and args.secret):
-            raise ConfigError("--key-id and --secret go together")
-        overrides["auth"] = PrivateKey(args.key_id, args.secret)
-    for option in ("rate_limit", "rate_budget", "max_in_flight"):
-        value = getattr(args, option)
-        if value is not None:
-            overrides[option] = None if value == "off" else value
-    return client_kwargs(overrides)
+#: Bytes of lines handed to the client and still without an outcome at most:
+#: with long lines, the queue's length alone would not bound the memory.
+PENDING_BYTES = 64 * 1024 * 1024
 
 
 def _dry_run_client(args: argparse.Namespace) -> Client:
     """A client that only encodes: the configured one, or a stand-in without
     credentials (nothing is sent either way)."""
     try:
-        return Client(**_options(args))
+        return Client(**client_options(args))
     except ConfigError:
         return Client("https://dry-run.invalid", "dry-run", auth=PublicToken("x"))
 
@@ -343,10 +103,10 @@ def send(
     """Run ``trackasync send``; returns the exit status (0: every line delivered)."""
     out = sys.stdout if stdout is None else stdout
     err = sys.stderr if stderr is None else stderr
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         # Everything that can be refused is refused before the first line is read.
-        client = None if args.dry_run else SyncClient(**_options(args))
+        client = None if args.dry_run else SyncClient(**client_options(args))
     except TrackError as exc:
         err.write(f"trackasync send: {exc}\n")
         return USAGE
@@ -411,29 +171,6 @@ def _preflight(client: SyncClient, err: TextIO) -> str | None:
     return None
 
 
-def _lines(
-    source: Source, counts: _Counts, ledger: Ledger, first: int
-) -> Any:  # Iterator[tuple[int, bytes]]
-    """The lines that are commands, numbered; the rest are counted and settled."""
-    for number, line in enumerate(source.lines(), 1):
-        counts.lines = number
-        if number < first:
-            counts.handled = number
-            continue
-        if isinstance(line, TooLong):
-            counts.commands += 1
-            ledger.reject(number, "too_long", _too_long(line), None)
-            counts.handled = number
-            continue
-        text = line.strip()
-        if not text or text.startswith(b"#"):
-            counts.skipped["blank" if not text else "comment"] += 1
-            counts.handled = number
-            continue
-        counts.commands += 1
-        yield number, line
-
-
 def _dry_run(
     args: argparse.Namespace,
     source: Source,
@@ -444,13 +181,13 @@ def _dry_run(
     client = _dry_run_client(args)
     progress = Progress(err, quiet=args.quiet)
     kinds: Counter[str] = Counter()
-    counts = _Counts()
+    counts = Counts()
     encoded = 0
     damaged = None
     try:
-        for number, line in _lines(source, counts, ledger, args.from_line):
+        for number, line in commands(source, counts, ledger, args.from_line):
             try:
-                command = _parse(line)
+                command = parse(line)
                 build = client._event if command.kind == "event" else client._customer
                 delivery = build(*command.args, *command.kwargs.values())
             except (ValueError, InvalidEvent) as exc:
@@ -483,7 +220,7 @@ def _dry_run(
     return OK if ledger.count == 0 else NOT_ALL_DELIVERED
 
 
-def _skipped(counts: _Counts) -> str:
+def _skipped(counts: Counts) -> str:
     if not counts.skipped:
         return ""
     return ", " + ", ".join(
@@ -513,7 +250,7 @@ def _send(
     err: TextIO,
 ) -> int:
     progress = Progress(err, quiet=args.quiet)
-    counts = _Counts()
+    counts = Counts()
     stopped: str | None = None  # why the run stopped before the end of the input
 
     def outcome(number: int) -> Callable[[SyncDelivery], None]:
@@ -522,8 +259,11 @@ def _send(
 
         return done
 
-    with _Interrupts() as interrupts:
-        lines = _lines(source, counts, ledger, args.from_line)
+    watchdog = Watchdog(
+        progress, lambda: ledger.last_outcome, lambda: ledger.pending, silence=SILENCE
+    )
+    with Interrupts() as interrupts, watchdog:
+        lines = commands(source, counts, ledger, args.from_line)
         try:
             while True:
                 if interrupts.count:
@@ -535,6 +275,8 @@ def _send(
                 if item is None:
                     break
                 number, line = item
+                if not _wait_for_room(ledger, len(line), interrupts):
+                    continue  # credentials refused meanwhile: the loop stops
                 _hand_over(client, number, line, ledger, interrupts, outcome)
                 counts.handled = number
                 if counts.commands == args.bulk_threshold + 1:
@@ -564,17 +306,26 @@ def _send(
     return _summary(args, counts, ledger, stopped, out)
 
 
+def _wait_for_room(ledger: Ledger, size: int, interrupts: Interrupts) -> bool:
+    """Wait until a line of ``size`` bytes fits in :data:`PENDING_BYTES`;
+    False when the run must stop instead."""
+    while not interrupts.call(lambda: ledger.wait_for_room(size, PENDING_BYTES, 0.5)):
+        if ledger.auth_refused is not None:
+            return False
+    return True
+
+
 def _hand_over(
     client: SyncClient,
     number: int,
     line: bytes,
     ledger: Ledger,
-    interrupts: _Interrupts,
+    interrupts: Interrupts,
     outcome: Callable[[int], Callable[[SyncDelivery], None]],
 ) -> None:
     """Give one line to the client, or settle it as rejected."""
     try:
-        command = _parse(line)
+        command = parse(line)
     except ValueError as exc:
         ledger.reject(number, "malformed", str(exc), line.rstrip(b"\r\n"))
         return
@@ -599,7 +350,7 @@ def _hand_over(
 
 def _summary(
     args: argparse.Namespace,
-    counts: _Counts,
+    counts: Counts,
     ledger: Ledger,
     stopped: str | None,
     out: TextIO,
@@ -607,6 +358,9 @@ def _summary(
     if stopped is not None:
         # Why it stopped comes first: it explains every count below.
         out.write(f"stopped: {stopped}\n")
+        # A line read but not handed over is not counted: it is read again
+        # from the resume line.
+        counts.commands = ledger.delivered + ledger.count
     out.write(
         f"{counts.commands:,} commands: {ledger.delivered:,} delivered, "
         f"{ledger.count:,} not delivered"

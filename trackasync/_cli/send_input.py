@@ -13,8 +13,15 @@ import gzip
 import os
 import stat
 import zlib
+from collections import Counter
 from collections.abc import Iterator
-from typing import IO
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import msgspec
+
+from .._config import DEFAULT_MAX_COMMAND_BYTES
+from .send_ledger import Ledger
 
 #: Bytes read at a time while skipping the rest of a line that is too long.
 _SKIP_CHUNK = 1 << 16
@@ -118,3 +125,91 @@ class Source:
     def close(self) -> None:
         if self.name != "-":
             self._raw.close()
+
+
+# -- lines into commands ---------------------------------------------------------------
+
+_EVENT_KEYS = frozenset({"customer_ids", "event_type", "properties", "timestamp"})
+_CUSTOMER_KEYS = frozenset({"customer_ids", "properties", "update_timestamp"})
+_decode = msgspec.json.Decoder().decode
+
+
+@dataclass(slots=True)
+class Command:
+    kind: str  # "event" or "customer"
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+def parse(line: bytes) -> Command:
+    """One line into a command, or ``ValueError`` saying what is wrong with it."""
+    try:
+        data = _decode(line)
+    except msgspec.DecodeError as exc:
+        raise ValueError(str(exc)) from None  # msgspec's says where and what
+    if not isinstance(data, dict):
+        raise ValueError("a line must be a JSON object")
+    if "customer_ids" not in data:
+        raise ValueError("missing 'customer_ids'")
+    if "event_type" in data:
+        unknown = set(data) - _EVENT_KEYS
+        if unknown:
+            raise ValueError(f"unknown keys for an event: {sorted(unknown)}")
+        return Command(
+            "event",
+            (data["customer_ids"], data["event_type"], data.get("properties")),
+            {"timestamp": data.get("timestamp")},
+        )
+    unknown = set(data) - _CUSTOMER_KEYS
+    if unknown:
+        raise ValueError(
+            f"unknown keys for a customer update: {sorted(unknown)} "
+            "(an event needs 'event_type')"
+        )
+    if "properties" not in data:
+        raise ValueError("a customer update needs 'properties'")
+    return Command(
+        "customer",
+        (data["customer_ids"], data["properties"]),
+        {"update_timestamp": data.get("update_timestamp")},
+    )
+
+
+def too_long(line: TooLong) -> str:
+    return (
+        f"the line is {line.size:,} bytes, over the {DEFAULT_MAX_COMMAND_BYTES:,} "
+        "bytes of the largest command the API accepts (not kept)"
+    )
+
+
+@dataclass
+class Counts:
+    """What the reading loop saw; ``handled`` is the last line fully dealt with."""
+
+    lines: int = 0
+    commands: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    handled: int = 0
+
+
+def commands(
+    source: Source, counts: Counts, ledger: Ledger, first: int
+) -> Iterator[tuple[int, bytes]]:
+    """The lines that are commands, numbered; the rest are counted and settled."""
+    for number, line in enumerate(source.lines(), 1):
+        counts.lines = number
+        if number < first:
+            counts.handled = number
+            continue
+        if isinstance(line, TooLong):
+            counts.commands += 1
+            ledger.reject(number, "too_long", too_long(line), None)
+            counts.handled = number
+            continue
+        text = line.strip()
+        if not text or text.startswith(b"#"):
+            counts.skipped["blank" if not text else "comment"] += 1
+            counts.handled = number
+            continue
+        counts.commands += 1
+        yield number, line

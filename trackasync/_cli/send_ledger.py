@@ -14,6 +14,7 @@ The rejects file is one that ``send`` reads back: each rejected line as it was
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, deque
 from typing import IO
 
@@ -49,6 +50,14 @@ class Ledger:
     def __init__(self, rejects: IO[bytes] | None) -> None:
         self._file = rejects
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        # Bytes of the pending lines: the reader waits while they are over a
+        # budget, so long lines cannot fill memory up to the queue's length.
+        self._bytes = 0
+        #: The most bytes ever pending at once.
+        self.peak_bytes = 0
+        #: time.monotonic() of the latest outcome (or of the first line sent).
+        self.last_outcome: float | None = None
         # line number -> (the line, the timestamp it was sent with, if we set one)
         self._pending: dict[int, tuple[bytes, float | None]] = {}
         self._out: deque[tuple[int, str, str, bytes | None]] = deque()
@@ -68,6 +77,26 @@ class Ledger:
         with self._lock:
             self._pending[number] = (line, timestamp)
             self.highest = number
+            self._bytes += len(line)
+            self.peak_bytes = max(self.peak_bytes, self._bytes)
+            if self.last_outcome is None:
+                self.last_outcome = time.monotonic()
+
+    def wait_for_room(self, size: int, budget: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` until ``size`` more bytes fit in ``budget``.
+
+        A line always fits when nothing is pending (it may be over the budget
+        on its own). Returns whether it fits now.
+        """
+        with self._room:
+            if self._pending and self._bytes + size > budget:
+                self._room.wait(timeout)
+            return not self._pending or self._bytes + size <= budget
+
+    def _release(self, line: bytes) -> None:
+        # Called with the lock held.
+        self._bytes -= len(line)
+        self._room.notify_all()
 
     def reject(self, number: int, reason: str, error: str, line: bytes | None) -> None:
         """A line that never reached the client (``None``: too long to keep)."""
@@ -81,6 +110,7 @@ class Ledger:
             entry = self._pending.pop(number, None)
             if entry is None:
                 return
+            self._release(entry[0])
             self._count(number, reason, error)
             self._out.append((number, reason, error, entry[0].rstrip(b"\r\n")))
 
@@ -100,6 +130,8 @@ class Ledger:
         with self._lock:
             self._closed = True
             pending, self._pending = self._pending, {}
+            self._bytes = 0
+            self._room.notify_all()
             for number, (line, timestamp) in sorted(pending.items()):
                 self._count(number, reason, error)
                 self._out.append((number, reason, error, stamped(line, timestamp)))
@@ -130,6 +162,8 @@ class Ledger:
             entry = self._pending.pop(number, None)
             if entry is None:
                 return
+            self._release(entry[0])
+            self.last_outcome = time.monotonic()
             if failure is None:
                 self.delivered += 1
                 self.auth_refused = None
