@@ -138,10 +138,9 @@ def test_an_interrupted_run_resumes_with_every_event_stored_once(
     source.write_bytes(numbered(count))
     rejected = tmp_path / "rejected.jsonl"
     fake.call(lambda: setattr(fake.api, "response_delay", 0.5))
-    env = environ(fake)
-    proc = cli(
-        str(source), "--rejected", str(rejected), "--timeout", "0.3", "--quiet", env=env
-    )
+    # A short queue: the reader is mid-file when the interrupt comes.
+    env = environ(fake, TRACKASYNC_MAX_QUEUE="200")
+    proc = cli(str(source), "--rejected", str(rejected), "--timeout", "0.3", env=env)
     deadline = time.monotonic() + 60
     while fake.event_count < 150 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -151,6 +150,11 @@ def test_an_interrupted_run_resumes_with_every_event_stored_once(
     assert out.startswith("stopped: interrupted"), out
     assert "Traceback" not in err
     [resume] = re.findall(r"--from-line (\d+)", out)
+    assert 1 < int(resume) < count
+    # The last progress line tells how far into the input it got, not 100%.
+    last = err.strip().splitlines()[-1]
+    assert "of the input" in last
+    assert "100%" not in last
     first_stored = stored_numbers(fake)
     assert 0 < sum(first_stored.values()) < count
 
