@@ -134,15 +134,17 @@ def send(
             return USAGE
         if client is None:
             return _dry_run(args, source, ledger, out, err)
+        status = USAGE
         try:
             problem = _preflight(client, err)
         except KeyboardInterrupt:
             problem = "interrupted before the first line was read"
+            status = INTERRUPTED
         if problem is not None:
             err.write(f"trackasync send: {problem}\n")
             ledger.close()
             client.close(timeout=0.1)
-            return USAGE
+            return status
         return _send(args, client, source, ledger, out, err)
     finally:
         source.close()
