@@ -322,6 +322,8 @@ class _Runtime:
                             f"for {timeout} s; nothing was queued"
                         )
                 self.room.wait(left)
+            if self.closing:  # room and the close came together: never queue after it
+                raise ClientClosed("the client closed while waiting for room")
         finally:
             self.waiting -= 1
 
