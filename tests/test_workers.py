@@ -210,3 +210,42 @@ def test_close_on_sigterm_hands_over_to_the_previous_handler(
     assert proc.returncode == 3, err
     assert "previous ran" in out
     assert fake.event_count == 1
+
+
+_BUSY = """
+import time
+from trackasync import ClientClosed, SyncClient, close_on_sigterm
+
+client = SyncClient.from_env(linger=0.05, max_queue=500)
+close_on_sigterm(client)
+n = 0
+try:
+    while True:
+        client.track({"registered": f"u{n}"}, "busy", {"n": n})
+        n += 1
+        if n == 1000:
+            print("ready", flush=True)
+except ClientClosed:
+    print("closed after", n, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_close_on_sigterm_while_the_main_thread_is_inside_the_client(
+    fake: ThreadedFake, tmp_path: Path
+) -> None:
+    """SIGTERM in the middle of track() calls: no deadlock, every accepted event sent."""
+    script = tmp_path / "busy.py"
+    script.write_text(_BUSY)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=settings(fake),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, err
+    accepted = int(out.split("closed after ")[1])
+    assert accepted >= 1000
+    assert fake.event_count == accepted, err

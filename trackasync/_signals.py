@@ -28,20 +28,23 @@ def close_on_sigterm(client: SyncClient, *, timeout: float | None = None) -> Non
 
     ``timeout`` defaults to the client's ``shutdown_timeout``; keep it under the
     grace period of whatever sends the signal (10 s by default for
-    ``docker stop``, 30 s for Kubernetes). A handler installed before is
-    called afterwards instead of ending the process; an ignored SIGTERM stays
-    ignored once the client is closed. Call it from the main thread (Python
-    runs signal handlers only there); it raises ``ValueError`` elsewhere.
+    ``docker stop``, 30 s for Kubernetes). The close runs in a thread of its
+    own, so a handler that interrupts the main thread inside the client can
+    never wait on it; the program goes on meanwhile, and its calls to the
+    client raise ``ClientClosed``. Once the client is closed, SIGTERM is sent
+    again to the process with the handler that was installed before: the
+    default ends the process, a Python handler is called, an ignored SIGTERM
+    stays ignored. A second SIGTERM during the close acts as before too.
+    Call it from the main thread (Python runs signal handlers only there); it
+    raises ``ValueError`` elsewhere.
     """
     if threading.current_thread() is not threading.main_thread():
         raise ValueError("close_on_sigterm() must be called from the main thread")
     if timeout is not None and not timeout >= 0:
         raise ValueError(f"timeout must be 0 or more seconds, got {timeout!r}")
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = _restorable(signal.getsignal(signal.SIGTERM))
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        # Once: a second SIGTERM during the close acts as it did before.
-        signal.signal(signal.SIGTERM, _restorable(previous))
+    def close_then_resend() -> None:
         try:
             report = client.close(timeout)
         except Exception as exc:
@@ -55,10 +58,14 @@ def close_on_sigterm(client: SyncClient, *, timeout: float | None = None) -> Non
                     "trackasync: SIGTERM: %d command(s) undelivered at close",
                     len(report.undelivered),
                 )
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_DFL:
-            os.kill(os.getpid(), signal.SIGTERM)  # the default action, now restored
+        os.kill(os.getpid(), signal.SIGTERM)  # to the handler restored below
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, previous)
+        # Not a daemon: an interpreter that exits meanwhile waits for the close.
+        threading.Thread(
+            target=close_then_resend, name="trackasync-sigterm", daemon=False
+        ).start()
 
     signal.signal(signal.SIGTERM, handle)
 
