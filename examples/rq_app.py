@@ -6,8 +6,14 @@ RQ's default worker forks a *work horse* for each job, and the horse ends with
 ``os._exit()``: no ``atexit``, so a client's queue in the horse is lost
 silently while RQ logs "Successfully completed". Two things fix it:
 
-- ``@delivered`` flushes the client at the end of each job and fails the job
-  (so RQ retries it or shows it failed) when something was not delivered;
+- ``@delivered`` flushes the client at the end of each job (a failing one
+  too) and fails the job (so RQ retries it or shows it failed) when something
+  was not delivered;
+- events are stamped with the time the job was created (``job_timestamp``),
+  so a retried job sends the same events again and the API's deduplication
+  absorbs those the first attempt delivered (two events of one job that are
+  alike in customer, type and properties are merged too: give them a
+  property that tells them apart);
 - naming ``TrackingWorker`` (RQ's forking ``Worker``, unchanged) makes the
   worker import this module, and so trackasync and aiohttp, once, before it
   forks: each horse starts with them loaded instead of importing them again.
@@ -18,11 +24,12 @@ The client is created in the worker process; each horse is a fork, where a
 
 from __future__ import annotations
 
+import datetime
 import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from rq import Worker
+from rq import Worker, get_current_job
 
 from trackasync import SyncClient
 
@@ -40,7 +47,12 @@ def delivered(job: Callable[P, T]) -> Callable[P, T]:
 
     @functools.wraps(job)
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
-        result = job(*args, **kwargs)
+        try:
+            result = job(*args, **kwargs)
+        except BaseException:
+            # What the job tracked before it failed is sent all the same.
+            tracker.flush(timeout=FLUSH_TIMEOUT)
+            raise
         flushed = tracker.flush(timeout=FLUSH_TIMEOUT)
         if flushed.failed or flushed.pending:
             raise RuntimeError(
@@ -52,9 +64,26 @@ def delivered(job: Callable[P, T]) -> Callable[P, T]:
     return run
 
 
+def job_timestamp() -> float | None:
+    """When the running job was created: the same for each of its attempts
+    (its enqueue time changes when RQ requeues it for a retry)."""
+    job = get_current_job()
+    if job is None or job.created_at is None:
+        return None  # not in a job: the client stamps the time of the call
+    created = job.created_at
+    if created.tzinfo is None:  # RQ stores UTC, naive in some versions
+        created = created.replace(tzinfo=datetime.timezone.utc)
+    return created.timestamp()
+
+
 @delivered
 def order_shipped(email: str, order_id: int) -> None:
-    tracker.track({"registered": email}, "order_shipped", {"order_id": order_id})
+    tracker.track(
+        {"registered": email},
+        "order_shipped",
+        {"order_id": order_id},
+        timestamp=job_timestamp(),
+    )
 
 
 class TrackingWorker(Worker):

@@ -66,6 +66,42 @@ def test_rq_jobs_deliver_every_event_under_a_real_worker(
     assert orders == list(range(jobs))
 
 
+def test_a_retried_rq_job_sends_its_events_once(
+    fake: ThreadedFake, redis_server, tmp_path: Path
+) -> None:
+    """A job that fails after tracking is retried: the retry's event is deduplicated."""
+    pytest.importorskip("rq")
+    from redis import Redis
+    from rq import Queue, Retry
+
+    jobs = 5
+    with Redis.from_url(redis_server.url) as redis:
+        queue = Queue(connection=redis)
+        enqueued = [
+            queue.enqueue(
+                "tests.rq_jobs.flaky_order", f"u{n}@example.com", n, retry=Retry(max=1)
+            )
+            for n in range(jobs)
+        ]
+        worker = subprocess.run(
+            [
+                sys.executable, "-m", "rq.cli", "worker", "--burst",
+                "--worker-class", "examples.rq_app.TrackingWorker",
+                "--url", redis_server.url,
+            ],
+            capture_output=True, text=True, timeout=240, env=settings(fake),
+            cwd=tmp_path, check=False,
+        )  # fmt: skip
+        assert worker.returncode == 0, worker.stderr[-2000:]
+        statuses = {job.get_status(refresh=True) for job in enqueued}
+        attempts = {int(redis.get(f"attempts:{job.id}")) for job in enqueued}
+    assert statuses == {"finished"}, worker.stderr[-2000:]
+    assert attempts == {2}
+    orders = sorted(e.properties["order_id"] for e in fake.events())
+    assert orders == list(range(jobs))
+    assert fake.call(lambda: fake.api.duplicates) == jobs
+
+
 _POOL = """
 import multiprocessing
 from trackasync import SyncClient
