@@ -14,6 +14,7 @@ is closed (strongly held: it is found even when the test dropped its
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from .. import _fork, _sync
 from .._client import Client, ClientState
@@ -23,11 +24,19 @@ from .._client import Client, ClientState
 CLOSE_LEFT_OPEN = 2.0
 
 
+def _registered() -> list[object]:
+    # getattr: should these internals move, the fixture finds nothing instead
+    # of breaking every test that uses it (tests/test_fake_helpers.py notices).
+    return list(getattr(_fork, "_registered", ()))
+
+
+def _runtimes() -> list[Any]:
+    return list(getattr(_sync, "_running", ()))
+
+
 def snapshot() -> set[int]:
     """Ids of the clients and ``SyncClient`` runtimes that exist now."""
-    return {id(obj) for obj in list(_fork._registered)} | {
-        id(runtime) for runtime in list(_sync._running)
-    }
+    return {id(obj) for obj in _registered()} | {id(r) for r in _runtimes()}
 
 
 def left_open(before: set[int]) -> list[str]:
@@ -39,12 +48,12 @@ def left_open(before: set[int]) -> list[str]:
     """
     found: list[str] = []
     inner: set[int] = set()
-    for runtime in list(_sync._running):
+    for runtime in _runtimes():
         inner.add(id(runtime.client))
         if id(runtime) in before or runtime.closing:
             continue
         queued = runtime.client.stats().queued + len(runtime.pending)
-        # Reported below either way; if it cannot close, its thread is a daemon.
+        # Reported either way; if it cannot close, its thread is a daemon.
         with contextlib.suppress(Exception):
             runtime.close(CLOSE_LEFT_OPEN)
         found.append(
@@ -52,7 +61,7 @@ def left_open(before: set[int]) -> list[str]:
             "the test ended); close it with `with SyncClient(...)` or "
             "client.close()"
         )
-    for obj in list(_fork._registered):
+    for obj in _registered():
         if id(obj) in before or id(obj) in inner or not isinstance(obj, Client):
             continue
         if obj.state in (ClientState.OPEN, ClientState.CLOSING):
