@@ -169,7 +169,7 @@ class Ledger:
                 self.auth_refused = None
                 return
             if failure.reason == "rejected" and failure.status in (401, 403):
-                self.auth_refused = str(failure)
+                self.auth_refused = _note(str(failure))
             line, timestamp = entry
             self._count(number, failure.reason, str(failure))
             self._out.append(
