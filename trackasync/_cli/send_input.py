@@ -1,10 +1,11 @@
-"""The input of ``trackasync send``: lines of bounded length, read from a file or stdin.
+"""The input of ``trackasync send``: lines of bounded length, and the commands in them.
 
 Memory stays constant whatever the input: a line is read at most ``limit + 1``
 bytes at a time, and a longer one is skipped to its end without being held
 (the API refuses a command that large anyway). A damaged or truncated gzip
 stream becomes an :class:`InputError` with a plain message, so the command can
-still print its summary.
+still print its summary. :func:`commands` numbers the lines, skips and counts
+blank and ``#`` comment lines, and :func:`parse` turns one into a command.
 """
 
 from __future__ import annotations
@@ -136,6 +137,8 @@ _decode = msgspec.json.Decoder().decode
 
 @dataclass(slots=True)
 class Command:
+    """One line's command: the client method's arguments."""
+
     kind: str  # "event" or "customer"
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
@@ -176,6 +179,7 @@ def parse(line: bytes) -> Command:
 
 
 def too_long(line: TooLong) -> str:
+    """Why a :class:`TooLong` line is rejected."""
     return (
         f"the line is {line.size:,} bytes, over the {DEFAULT_MAX_COMMAND_BYTES:,} "
         "bytes of the largest command the API accepts (not kept)"

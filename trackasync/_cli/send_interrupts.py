@@ -12,9 +12,9 @@ from typing import Any
 class Interrupts:
     """SIGINT as a request to stop at the next line, raised only where that is safe.
 
-    Outside :meth:`allow` blocks, Ctrl-C only sets :attr:`count`: the loop stops
-    between lines, so no line is half handled. Inside (while blocked on the
-    input, the queue or the close), it raises ``KeyboardInterrupt`` at once.
+    Outside :meth:`call`, Ctrl-C only sets :attr:`count`: the loop stops between
+    lines, so no line is half handled. Inside (while blocked on the input, the
+    queue or the close), it raises ``KeyboardInterrupt`` at once.
     """
 
     def __init__(self) -> None:
