@@ -5,7 +5,9 @@
 The client is created in each worker process once it has forked
 (``worker_process_init``), so no process shares another's thread or
 connections, and closed when that process stops (``worker_process_shutdown``),
-which delivers what is still queued. Tasks only queue: they never wait for
+which delivers what is still queued. The solo pool (Celery 5.x) sends
+``worker_process_init`` too but not ``worker_process_shutdown``: there the
+client is flushed at interpreter exit instead. Tasks only queue: they never wait for
 the API. The broker here is Kombu's filesystem transport, which needs no
 server (set ``CELERY_BROKER_FOLDER``); use your real broker instead.
 """
@@ -59,8 +61,8 @@ def close_tracker(**_: Any) -> None:
 
 
 def tracker() -> SyncClient:
-    if _tracker is None:  # e.g. the solo pool, which sends no process signals
-        raise RuntimeError("run the worker with a prefork pool (the default)")
+    if _tracker is None:  # not in a worker: e.g. the web app that enqueues
+        raise RuntimeError("tracker() is for tasks run by a Celery worker")
     return _tracker
 
 

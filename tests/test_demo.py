@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from trackasync import _demo
+from trackasync._cli import demo as _demo
 
 
 def run_cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from trackasync._cli import main as cli
-from trackasync._send import send
+from trackasync._cli.send import send
 
 from ._fake_thread import ThreadedFake, threaded_fake
 
@@ -52,6 +52,18 @@ def run(argv: list[str], stdin: bytes = b"", tty: bool = False) -> tuple[int, st
         argv, stdin=io.BufferedReader(io.BytesIO(stdin)), stdout=out, stderr=err
     )
     return status, out.getvalue(), err.getvalue()
+
+
+def read_rejects(path: Path) -> list[dict[str, Any]]:
+    """The rejects file as records: each comment line with the line after it."""
+    records: list[dict[str, Any]] = []
+    for text in path.read_text().splitlines():
+        if text.startswith("# line "):
+            number, reason, error = text[len("# line ") :].split(": ", 2)
+            records.append({"line": int(number), "reason": reason, "error": error})
+        else:
+            records[-1]["data"] = text
+    return records
 
 
 class _TTY(io.StringIO):
@@ -112,7 +124,7 @@ def test_bad_lines_are_reported_and_the_rest_is_sent(
         ),
     )
     assert status == 1
-    records = [json.loads(line) for line in rejected.read_text().splitlines()]
+    records = read_rejects(rejected)
     by_line = {r["line"]: r["reason"] for r in records}
     assert by_line == {
         2: "malformed",
@@ -138,7 +150,7 @@ def test_undelivered_lines_are_written_with_reason_closed(
     )
     assert status == 1
     assert "1 commands: 0 delivered, 1 not delivered" in out
-    [record] = [json.loads(line) for line in rejected.read_text().splitlines()]
+    [record] = read_rejects(rejected)
     assert (record["line"], record["reason"]) == (1, "closed")
 
 
@@ -244,11 +256,16 @@ class _CountingInput:
         self.count = count
         self.ahead = 0
 
-    def __iter__(self) -> Iterator[bytes]:
+        self._lines = self._generate()
+
+    def _generate(self) -> Iterator[bytes]:
         for i in range(self.count):
             if i % 25 == 0:
                 self.ahead = max(self.ahead, i - self.fake.event_count)
             yield json.dumps({**EVENT, "properties": {"i": i}}).encode() + b"\n"
+
+    def readline(self, size: int = -1) -> bytes:
+        return next(self._lines, b"")
 
 
 def test_memory_is_bounded_by_the_queue(

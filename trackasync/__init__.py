@@ -27,6 +27,7 @@ from ._exceptions import (
 )
 from ._options import Mode as Mode
 from ._pipeline import ClientState as ClientState
+from ._signals import close_on_sigterm as close_on_sigterm
 from ._stats import (
     CloseReport as CloseReport,
     FlushResult as FlushResult,
@@ -51,6 +52,7 @@ __all__ = (
     "ClientClosed",
     "ClientState",
     "ClientStateError",
+    "close_on_sigterm",
     "CloseReport",
     "ConfigError",
     "Delivery",

@@ -21,8 +21,9 @@ from trackasync import (
     Stats,
     SyncClient,
     SyncDelivery,
+    close_on_sigterm,
 )
-from trackasync.testing import FakeTrackingAPI, RecordingTransport
+from trackasync.testing import FakeTrackingAPI, RecordingTransport, StoredEvent
 
 
 async def use_client() -> None:
@@ -71,7 +72,12 @@ async def use_fake() -> None:
             client.track_nowait({"registered": "a"}, "view")
         public: PublicToken = api.public_auth
         count: int = api.event_count
-        del public, count
+        settings: dict[str, str] = api.environ
+        arrived: list[StoredEvent] = await api.await_events(
+            2, where=lambda e: e.event_type == "view", timeout=1.0
+        )
+        waited: list[StoredEvent] = api.wait_for_events(timeout=1.0)
+        del public, count, settings, arrived, waited
 
 
 def use_sync_client() -> None:
@@ -102,3 +108,8 @@ def use_sync_client() -> None:
     sync_from_env: SyncClient = SyncClient.from_env(max_queue=10)
     del done, receipt, failure, update, waited, flushed, server_time, stats, report
     del from_env, sync_from_env
+
+
+def use_close_on_sigterm(client: SyncClient) -> None:
+    close_on_sigterm(client)
+    close_on_sigterm(client, timeout=5.0)

@@ -28,6 +28,7 @@ from ._fake_handlers import ROUTES, basic_auth_header, token_auth_header
 from ._fake_server import FakeServer, HandledRequest
 from ._fake_store import CustomerKey, FakeStore, ServerClock, StoredEvent
 from ._fake_thread import ServerThread
+from ._fake_wait import WaitingMixin
 
 __all__ = [
     "DEFAULT_KEY_ID",
@@ -56,7 +57,7 @@ REAL_RATE_WINDOW = 60.0
 DEFAULT_REJECTION = "Rejected by the fake server"
 
 
-class FakeTrackingAPI(FakeServer):
+class FakeTrackingAPI(FakeServer, WaitingMixin):
     """A fake Tracking API server for tests, demos and benchmarks.
 
     ``async with FakeTrackingAPI() as api:`` binds ``host`` (loopback by default;
@@ -85,7 +86,9 @@ class FakeTrackingAPI(FakeServer):
     caller cannot probe project tokens. Every answer has a unique ``x-request-id``.
     What was accepted can be read back (:attr:`events`, :attr:`customers`,
     :meth:`customer`, :attr:`duplicates`, :attr:`requests`), from any thread,
-    and forgotten (:meth:`reset`).
+    waited for (:meth:`wait_for_events`, :meth:`await_events`) and forgotten
+    (:meth:`reset`). :attr:`environ` holds the ``TRACKASYNC_*`` variables that
+    point an app configured from the environment at this fake.
 
     Single-route validation errors are answered with ``single_route_error_status``
     (200, as most of the docs say, or e.g. 400, as the error-message page says).

@@ -6,6 +6,16 @@ runs working meanwhile. Importing it loads the whole package, which is exactly
 what the new module avoids: nothing should name it.
 """
 
-from pytest_trackasync import MARKER, fake_tracking_api, pytest_configure
+from pytest_trackasync import (
+    MARKER,
+    fake_tracking_api,
+    pytest_configure,
+    pytest_runtest_teardown,
+)
 
-__all__ = ["MARKER", "fake_tracking_api", "pytest_configure"]
+__all__ = [
+    "MARKER",
+    "fake_tracking_api",
+    "pytest_configure",
+    "pytest_runtest_teardown",
+]

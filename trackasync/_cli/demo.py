@@ -22,10 +22,10 @@ from typing import Any, TextIO
 
 import msgspec
 
-from ._client import Client
-from ._config import Retry
-from ._delivery import Delivery
-from .testing._fake_api import FakeTrackingAPI
+from .._client import Client
+from .._config import Retry
+from .._delivery import Delivery
+from ..testing._fake_api import FakeTrackingAPI
 
 _EVENT_TYPES = ("view_item", "view_item", "view_item", "add_to_cart", "purchase")
 _CATEGORIES = ("shoes", "shirts", "bags", "hats", "socks")

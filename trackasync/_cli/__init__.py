@@ -25,15 +25,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     command, rest = args[0], args[1:]
     if command == "send":
-        from ._send import send
+        from .send import send
 
         return send(rest)
     if command == "demo":
-        from ._demo import main as demo
+        from .demo import main as demo
 
         return demo(rest)
     if command == "fake-server":
-        from .testing._fake_serve import serve
+        from ..testing._fake_serve import serve
 
         return serve(rest)
     sys.stderr.write(f"trackasync: unknown command {command!r}\n\n{_USAGE}")
