@@ -95,7 +95,9 @@ def test_the_readme_table_lists_every_metric() -> None:
     """Each metric's OpenTelemetry and Prometheus names are in the README's table,
     and the table has no row for a metric that does not exist."""
     text = README.read_text(encoding="utf-8")
-    rows = re.findall(r"^\| `(trackasync\.[a-z_.]+)`<br>`(trackasync_[a-z_]+)` \|", text, re.M)
+    rows = re.findall(
+        r"^\| `(trackasync\.[a-z_.]+)`<br>`(trackasync_[a-z_]+)` \|", text, re.M
+    )
     names = [(m.otel, m.prometheus) for m in METRICS]
     names += [(h.otel, h.prometheus) for h in (DURATION, COMMANDS)]
     assert sorted(rows) == sorted(names)

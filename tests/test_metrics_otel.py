@@ -17,6 +17,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 import trackasync
+import trackasync._otel
 from trackasync import ConfigError, SyncClient
 from trackasync.testing import FakeTrackingAPI
 
@@ -258,3 +259,26 @@ async def test_a_failing_histogram_does_not_break_delivery(
     assert client.stats().delivered == 3
     failures = [r for r in caplog.records if "request metrics failed" in r.message]
     assert len(failures) == 1
+
+
+async def test_requests_wait_for_the_collection_within_a_bound(
+    fake_tracking_api: FakeTrackingAPI,
+    reader: InMemoryMetricReader,
+    provider: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Requests are recorded in the histograms when the SDK collects; when nothing
+    collects, at most MAX_PENDING of them wait, and none is lost."""
+    monkeypatch.setattr(trackasync._otel, "MAX_PENDING", 3)
+    async with client_for(fake_tracking_api) as client:
+        trackasync.otel_metrics(client, meter_provider=provider, name="app")
+        exporter = trackasync._otel._exporters[provider]
+        for n in range(1, 8):
+            await client.track_and_wait(IDS, "purchase", {"n": n})
+            assert len(exporter.pending) <= 3
+        # The fourth request recorded four; the last three wait.
+        assert len(exporter.pending) == 3
+        read = Read(reader)
+    assert len(exporter.pending) == 0
+    assert sum(read.histograms["request.duration"].values()) == 7
+    assert sum(read.histograms["request.commands"].values()) == 7
