@@ -17,7 +17,6 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 import trackasync
-import trackasync._otel
 from trackasync import ConfigError, SyncClient
 from trackasync.testing import FakeTrackingAPI
 
@@ -241,10 +240,13 @@ def test_bad_names_and_non_clients_are_refused() -> None:
 
 
 async def test_a_failing_histogram_does_not_break_delivery(
-    fake_tracking_api: FakeTrackingAPI, caplog: pytest.LogCaptureFixture
+    fake_tracking_api: FakeTrackingAPI,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A metrics failure in the middle of a request is logged once; commands are
-    still delivered."""
+    """A metrics failure in the middle of a request (here: every request is
+    aggregated in the sender) is logged once; commands are still delivered."""
+    monkeypatch.setattr(trackasync._metrics, "MAX_PENDING", 0)
     calls = threading.Event()
 
     def broken(route: str, sclass: str, seconds: float, commands: int) -> None:
@@ -269,16 +271,16 @@ async def test_requests_wait_for_the_collection_within_a_bound(
 ) -> None:
     """Requests are recorded in the histograms when the SDK collects; when nothing
     collects, at most MAX_PENDING of them wait, and none is lost."""
-    monkeypatch.setattr(trackasync._otel, "MAX_PENDING", 3)
+    monkeypatch.setattr(trackasync._metrics, "MAX_PENDING", 3)
     async with client_for(fake_tracking_api) as client:
         trackasync.otel_metrics(client, meter_provider=provider, name="app")
-        exporter = trackasync._otel._exporters[provider]
+        log = trackasync._metrics.request_log(client)
         for n in range(1, 8):
             await client.track_and_wait(IDS, "purchase", {"n": n})
-            assert len(exporter.pending) <= 3
-        # The fourth request recorded four; the last three wait.
-        assert len(exporter.pending) == 3
+            assert len(log._pending) <= 3
+        # The fourth request aggregated four; the last three wait.
+        assert len(log._pending) == 3
         read = Read(reader)
-    assert len(exporter.pending) == 0
+    assert len(log._pending) == 0
     assert sum(read.histograms["request.duration"].values()) == 7
     assert sum(read.histograms["request.commands"].values()) == 7

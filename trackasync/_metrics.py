@@ -4,7 +4,8 @@ The counters come from ``stats()``, read when the exporter is collected, so
 nothing is done per event. The one figure ``stats()`` does not keep is per
 request: its route, status class, duration and size. For those, a client
 with metrics wired gets one ``RequestLog``, fed by the sender once per request
-(``Counters.observers``) and read by the exporters.
+(``Counters.observers``: an append, nothing more, in the client's loop) and
+aggregated by the exporters when they read.
 
 ``otel_metrics`` and ``prometheus_metrics`` import their library only when
 called, so ``import trackasync`` imports neither.
@@ -18,6 +19,7 @@ import os
 import threading
 import weakref
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
@@ -119,16 +121,26 @@ class RequestSeries:
 Listener = Callable[[str, str, float, int], None]
 
 
+#: Requests a log holds unaggregated before the sender's own call aggregates
+#: them (when nothing reads the metrics for that long).
+MAX_PENDING = 10_000
+
+
 class RequestLog:
     """Per-request figures of one client, fed by its sender, read by exporters.
 
-    The sender runs in the client's loop and exporters read from their own
-    threads (a scrape, a periodic reader), so a lock keeps each read whole.
+    The sender only appends each request to a queue (a deque: thread-safe, and
+    the cheapest thing it can do in the client's loop). The exporters, in their
+    own threads (a scrape, the SDK's reader), aggregate the queue when they
+    read: into the buckets, and through the listeners (the OpenTelemetry
+    histograms), under a lock so that each read is whole. A bound keeps the
+    queue small when nothing reads.
     """
 
     def __init__(self, client: AnyClient) -> None:
         self._client = weakref.ref(client)
         self._lock = threading.Lock()
+        self._pending: deque[tuple[str, int | None, float, int]] = deque()
         self._series: dict[tuple[str, str], RequestSeries] = {}
         self._listeners: list[Listener] = []
         self._counters: Counters | None = None
@@ -153,8 +165,10 @@ class RequestLog:
         return client.state is ClientState.CLOSED
 
     def listen(self, listener: Listener) -> None:
-        """Also call ``listener`` for each request (an OpenTelemetry histogram)."""
-        self._listeners.append(listener)
+        """Also call ``listener`` for each request (an OpenTelemetry histogram),
+        when the requests are aggregated."""
+        with self._lock:
+            self._listeners.append(listener)
 
     def attach(self) -> None:
         """Observe the client's current counters (new ones after a fork)."""
@@ -170,8 +184,9 @@ class RequestLog:
 
     def reset(self) -> None:
         """Forget every request: a forked child starts from zero, as stats() do."""
-        with self._lock:
-            self._series = {}
+        self._lock = threading.Lock()  # the parent's may have been held
+        self._pending.clear()
+        self._series = {}
         self._counters = None
         self.attach()
 
@@ -184,9 +199,22 @@ class RequestLog:
         body_bytes: int,
     ) -> None:
         """One request: the sender's observer (``Counters.observers``)."""
-        sclass = status_class(status)
-        try:
-            with self._lock:
+        pending = self._pending
+        pending.append((route, status, seconds, commands))
+        if len(pending) > MAX_PENDING:
+            self.aggregate()
+
+    def aggregate(self) -> None:
+        """Move the queued requests into the buckets and to the listeners."""
+        pending = self._pending
+        with self._lock:
+            listeners = self._listeners
+            while pending:
+                try:
+                    route, status, seconds, commands = pending.popleft()
+                except IndexError:  # taken by the loop's own aggregate()
+                    return
+                sclass = status_class(status)
                 series = self._series.get((route, sclass))
                 if series is None:
                     series = self._series[route, sclass] = RequestSeries(
@@ -197,20 +225,24 @@ class RequestLog:
                     )
                 series.duration.observe(seconds)
                 series.commands.observe(commands)
-            for listener in self._listeners:
-                listener(route, sclass, seconds, commands)
-        except Exception:
-            # Metrics must never break delivery: the sender calls this in the
-            # middle of a request. Say it once, not per request.
-            if not self._failing:
-                self._failing = True
-                logger.exception("trackasync: recording request metrics failed")
+                for listener in listeners:
+                    try:
+                        listener(route, sclass, seconds, commands)
+                    except Exception:
+                        # Metrics must never break delivery (this may run in
+                        # the sender) nor a scrape. Say it once, not per request.
+                        if not self._failing:
+                            self._failing = True
+                            logger.exception(
+                                "trackasync: recording request metrics failed"
+                            )
 
     def series(self) -> list[RequestSeries]:
         """A consistent copy of every route and status class seen so far."""
         # A safety net: the fork hook re-attaches, this catches anything else
         # that gave the client new counters.
         self.attach()
+        self.aggregate()
         with self._lock:
             return [
                 RequestSeries(
@@ -314,6 +346,10 @@ class Wired:
                 )
             self._logs[label] = log
         return log, True
+
+    def logs(self) -> list[RequestLog]:
+        with self._lock:
+            return list(self._logs.values())
 
     def items(self) -> Iterator[tuple[str, RequestLog, Stats]]:
         """Each client still alive, with a stats() snapshot taken now."""

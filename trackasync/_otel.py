@@ -5,18 +5,17 @@ an instrument name can be created once per meter, so each callback reports all
 the provider's clients, told apart by the ``trackasync.client`` attribute.
 
 The histograms are recorded per request, but not in the client's event loop:
-the SDK's ``record()`` costs several microseconds, ten times what the rest of
-a request's bookkeeping does. The sender's observation is queued (an append)
-and recorded when the SDK collects, from the first thing a collection runs,
-the observable instruments' callbacks (the SDK runs those before it reads the
-synchronous instruments). A bound keeps the queue small when nothing collects.
+the SDK's ``record()`` costs several microseconds, ten times what the sender's
+own bookkeeping of a request does. The sender queues each request in the
+client's ``RequestLog``; the requests are recorded when the SDK collects, from
+the first thing a collection runs, the observable instruments' callbacks (the
+SDK runs those before it reads the synchronous instruments).
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable
 
 from opentelemetry import metrics
@@ -39,10 +38,6 @@ from ._version import VERSION
 PREFIX = "trackasync."
 
 Attributes = dict[str, str]
-
-#: Requests queued for the histograms before they are recorded in the loop
-#: (when nothing collects for that long).
-MAX_PENDING = 10_000
 
 
 def attributes(
@@ -74,21 +69,11 @@ class _Exporter:
             )
         self.duration = self._histogram(meter, DURATION)
         self.commands = self._histogram(meter, COMMANDS)
-        # (attributes, seconds, commands) of requests not yet recorded.
-        # deque: appended in the client's loop, emptied in the collecting
-        # thread, both thread-safe without a lock.
-        self.pending: deque[tuple[Attributes, float, int]] = deque()
 
     def drain(self) -> None:
-        """Record every queued request in the histograms."""
-        pending, duration, commands = self.pending, self.duration, self.commands
-        while True:
-            try:
-                attrs, seconds, count = pending.popleft()
-            except IndexError:
-                return
-            duration.record(seconds, attrs)
-            commands.record(count, attrs)
+        """Record every request queued in the clients' logs in the histograms."""
+        for log in self.wired.logs():
+            log.aggregate()
 
     @staticmethod
     def _histogram(meter: metrics.Meter, spec: HistogramSpec) -> Histogram:
@@ -116,8 +101,8 @@ class _Exporter:
         return observe
 
     def listener(self, label: str) -> Listener:
-        """Queues each request of the client called ``label`` for the histograms."""
-        pending, drain = self.pending, self.drain
+        """Records each request of the client called ``label`` in the histograms."""
+        duration, commands = self.duration, self.commands
         cache: dict[tuple[str, str], Attributes] = {}
 
         def record(route: str, sclass: str, seconds: float, count: int) -> None:
@@ -126,9 +111,8 @@ class _Exporter:
                 attrs = cache[route, sclass] = attributes(
                     label, HISTOGRAM_LABELS, (route, sclass)
                 )
-            pending.append((attrs, seconds, count))
-            if len(pending) > MAX_PENDING:
-                drain()
+            duration.record(seconds, attrs)
+            commands.record(count, attrs)
 
         return record
 
