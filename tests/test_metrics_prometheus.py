@@ -247,3 +247,46 @@ def _child(client: trackasync.Client, registry: CollectorRegistry, out: int) -> 
         return 0
     except BaseException:
         return 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_forked_sync_client_reports_its_new_inner_client() -> None:
+    """A SyncClient in a forked child runs a new inner client: the collector
+    follows it, from zero."""
+    registry = CollectorRegistry()
+    with FakeTrackingAPI() as api:
+        client = SyncClient(api.base_url, api.project_token, **client_options(api))
+        trackasync.prometheus_metrics(client, registry=registry, name="worker")
+        for n in range(1, 4):
+            client.track_and_wait(IDS, "purchase", {"n": n}, timeout=20)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            os.close(read)
+            os._exit(_sync_child(client, registry, write))
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            child_text = pipe.read().decode()
+        _, status = os.waitpid(pid, 0)
+        parent = Scrape(generate_latest(registry).decode())
+        client.close()
+    assert os.waitstatus_to_exitcode(status) == 0, child_text
+    child = Scrape(child_text)
+    label = frozenset({"client": "worker"}.items())
+    assert child.figures["commands.enqueued", label] == 2
+    assert sum(child.counts["trackasync_request_commands"].values()) == 2
+    assert parent.figures["commands.enqueued", label] == 3
+    assert sum(parent.counts["trackasync_request_commands"].values()) == 3
+
+
+def _sync_child(client: SyncClient, registry: CollectorRegistry, out: int) -> int:
+    try:
+        for n in (4, 5):
+            client.track_and_wait(IDS, "purchase", {"n": n}, timeout=20)
+        client.close()
+        with os.fdopen(out, "wb") as pipe:
+            pipe.write(generate_latest(registry))
+        return 0
+    except BaseException:
+        return 3

@@ -14,6 +14,7 @@ from trackasync import (
     DeliveryFailed,
     FlushResult,
     Limits,
+    MissingExtra,
     PrivateKey,
     PublicToken,
     Receipt,
@@ -21,6 +22,8 @@ from trackasync import (
     Stats,
     SyncClient,
     SyncDelivery,
+    otel_metrics,
+    prometheus_metrics,
 )
 from trackasync.testing import FakeTrackingAPI, RecordingTransport
 
@@ -102,3 +105,15 @@ def use_sync_client() -> None:
     sync_from_env: SyncClient = SyncClient.from_env(max_queue=10)
     del done, receipt, failure, update, waited, flushed, server_time, stats, report
     del from_env, sync_from_env
+
+
+def use_metrics(client: Client, sync: SyncClient) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from prometheus_client import CollectorRegistry
+
+    otel_metrics(client)
+    otel_metrics(sync, meter_provider=MeterProvider(), name="worker")
+    prometheus_metrics(client, name="web")
+    prometheus_metrics(sync, registry=CollectorRegistry())
+    error: ImportError = MissingExtra("pip install 'trackasync[otel]'")
+    del error
