@@ -17,6 +17,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 import trackasync
+import trackasync._requestlog
 from trackasync import ConfigError, SyncClient
 from trackasync.testing import FakeTrackingAPI
 
@@ -246,7 +247,7 @@ async def test_a_failing_histogram_does_not_break_delivery(
 ) -> None:
     """A metrics failure in the middle of a request (here: every request is
     aggregated in the sender) is logged once; commands are still delivered."""
-    monkeypatch.setattr(trackasync._metrics, "MAX_PENDING", 0)
+    monkeypatch.setattr(trackasync._requestlog, "MAX_PENDING", 0)
     calls = threading.Event()
 
     def broken(route: str, sclass: str, seconds: float, commands: int) -> None:
@@ -254,7 +255,7 @@ async def test_a_failing_histogram_does_not_break_delivery(
         raise RuntimeError("exporter bug")
 
     async with client_for(fake_tracking_api) as client:
-        trackasync._metrics.request_log(client).listen(broken)
+        trackasync._requestlog.request_log(client).listen(broken)
         for n in range(1, 4):
             await client.track_and_wait(IDS, "purchase", {"n": n})
     assert calls.is_set()
@@ -271,10 +272,10 @@ async def test_requests_wait_for_the_collection_within_a_bound(
 ) -> None:
     """Requests are recorded in the histograms when the SDK collects; when nothing
     collects, at most MAX_PENDING of them wait, and none is lost."""
-    monkeypatch.setattr(trackasync._metrics, "MAX_PENDING", 3)
+    monkeypatch.setattr(trackasync._requestlog, "MAX_PENDING", 3)
     async with client_for(fake_tracking_api) as client:
         trackasync.otel_metrics(client, meter_provider=provider, name="app")
-        log = trackasync._metrics.request_log(client)
+        log = trackasync._requestlog.request_log(client)
         for n in range(1, 8):
             await client.track_and_wait(IDS, "purchase", {"n": n})
             assert len(log._pending) <= 3

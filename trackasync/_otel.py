@@ -26,12 +26,11 @@ from ._metrics import (
     DURATION,
     HISTOGRAM_LABELS,
     METRICS,
-    AnyClient,
     HistogramSpec,
-    Listener,
     Metric,
     Wired,
 )
+from ._requestlog import AnyClient, Listener
 from ._version import VERSION
 
 #: The attribute names: every label of the table, in the library's namespace.

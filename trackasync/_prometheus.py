@@ -21,16 +21,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from ._metrics import (
-    COMMANDS,
-    DURATION,
-    HISTOGRAM_LABELS,
-    METRICS,
-    AnyClient,
-    Buckets,
-    RequestSeries,
-    Wired,
-)
+from ._metrics import COMMANDS, DURATION, HISTOGRAM_LABELS, METRICS, Wired
+from ._requestlog import AnyClient, Buckets, RequestSeries
 
 
 def _families() -> tuple[

@@ -84,7 +84,7 @@ class Counters:
         self.bytes_sent = 0
         self.rate_limited = 0
         self.failed = {"rejected": 0, "gave_up": 0, "dropped": 0, "closed": 0}
-        #: Per-request observers (the metrics exporters, trackasync/_metrics.py):
+        #: Per-request observers (the metrics exporters: trackasync/_requestlog.py):
         #: the sender calls each once per answer or transport error, with
         #: (route, HTTP status or None, seconds, commands, body bytes). They
         #: must not raise. Empty unless metrics are wired: then the sender
