@@ -47,6 +47,7 @@ NAMES = (
     "shared_budget",
     "budget_step",
     "sync_client",
+    "metrics",
 )
 
 
@@ -322,6 +323,23 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
                 f"track_nowait {_median(r['track_nowait']):.2f} µs "
                 f"(paired difference +{sync['target']['measured']:.2f} µs)",
                 f"≤ +{sync['target']['limit']:g} µs: {_yes(sync['target']['met'])}",
+            )
+        )
+    met = reports.get("metrics")
+    if met:
+        calls, cpu = met["track_nowait_us_per_call"], met["pipeline_cpu_us_per_event"]
+        ratios = met["ratios_wired_to_plain_median_per_round"]
+        rows.append(
+            (
+                "metrics wired (OpenTelemetry SDK + prometheus_client) vs not, "
+                "typical event",
+                f"track_nowait {_median(calls['wired']):.2f} vs "
+                f"{_median(calls['plain']):.2f} µs (paired ratio "
+                f"{ratios['track_nowait']:.3f}); pipeline CPU "
+                f"{_median(cpu['wired']):.2f} vs {_median(cpu['plain']):.2f} µs/event "
+                f"(paired ratio {ratios['pipeline_cpu']:.3f})",
+                f"track_nowait ≤ +{(met['target']['limit'] - 1) * 100:.0f} %: "
+                f"{_yes(met['target']['met'])}",
             )
         )
     lines = ["| benchmark | median result | target |", "|---|---|---|"]

@@ -16,6 +16,7 @@ from ._exceptions import (
     ConfigError as ConfigError,
     DeliveryFailed as DeliveryFailed,
     InvalidEvent as InvalidEvent,
+    MissingExtra as MissingExtra,
     PayloadTooLarge as PayloadTooLarge,
     QueueFull as QueueFull,
     RateLimited as RateLimited,
@@ -24,6 +25,10 @@ from ._exceptions import (
     ServerError as ServerError,
     TrackError as TrackError,
     TransportError as TransportError,
+)
+from ._metrics import (
+    otel_metrics as otel_metrics,
+    prometheus_metrics as prometheus_metrics,
 )
 from ._options import Mode as Mode
 from ._pipeline import ClientState as ClientState
@@ -60,10 +65,13 @@ __all__ = (
     "FlushResult",
     "InvalidEvent",
     "Limits",
+    "MissingExtra",
     "Mode",
+    "otel_metrics",
     "Overflow",
     "PayloadTooLarge",
     "PrivateKey",
+    "prometheus_metrics",
     "PublicToken",
     "QueueFull",
     "RateLimited",

@@ -10,6 +10,7 @@
     │   └── ClientClosed       the client no longer takes commands
     ├── QueueFull              no room in the queue under the chosen overflow policy
     ├── DeliveryFailed         a command's final outcome was not "accepted"
+    ├── MissingExtra           an optional dependency is not installed (also an ImportError)
     └── RequestError           one HTTP request failed (.status, .request_id)
         ├── TransportError     the request did not get an HTTP answer
         │   └── RequestTimeout it took longer than the configured timeout
@@ -39,6 +40,13 @@ class TrackError(Exception):
 
 class ConfigError(TrackError, ValueError):
     """A client setting is invalid; raised when the client or a config is built."""
+
+
+class MissingExtra(TrackError, ImportError):
+    """A feature needs an optional dependency that is not installed.
+
+    The message names the extra to install, e.g. ``pip install 'trackasync[otel]'``.
+    """
 
 
 class InvalidEvent(TrackError, ValueError):

@@ -229,7 +229,7 @@ class Sender:
             retry_after: float | None = None
             outcome = Outcome()
             try:
-                response = await self._transport.send(request)
+                response = await self._send(request, pending, single)
             except RequestError as exc:
                 error: RequestError | None = exc
                 retry = pending
@@ -259,6 +259,30 @@ class Sender:
             if len(keep) != len(pending):
                 pending = keep
                 request, single = self._request(pending)
+
+    async def _send(
+        self, request: Request, commands: list[Delivery], single: bool
+    ) -> Response:
+        """Send ``request``; with per-request observers (metrics), time it and
+        report it to them: route, status (None without an answer), seconds,
+        commands, body bytes. Never the URL: it holds the project token."""
+        observers = self._counters.observers
+        if not observers:
+            return await self._transport.send(request)
+        route = commands[0].kind if single else "batch"
+        started = time.perf_counter()
+        answer: Response | RequestError
+        try:
+            answer = await self._transport.send(request)
+        except RequestError as exc:
+            answer = exc
+        seconds = time.perf_counter() - started
+        size = len(request.body or b"")
+        for observe in observers:
+            observe(route, answer.status, seconds, len(commands), size)
+        if isinstance(answer, RequestError):
+            raise answer
+        return answer
 
     def _still_worth_trying(
         self,

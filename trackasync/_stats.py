@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -67,6 +67,10 @@ class Stats:
     recovered: int = 0
 
 
+#: (route, HTTP status or None, seconds, commands, body bytes) of one request.
+RequestObserver = Callable[[str, int | None, float, int, int], None]
+
+
 class Counters:
     """The live, mutable counters behind ``Stats``. Pipeline-internal."""
 
@@ -76,6 +80,7 @@ class Counters:
         "discarded_at_fork",
         "failed",
         "kept",
+        "observers",
         "rate_limited",
         "recovered",
         "requests",
@@ -92,6 +97,12 @@ class Counters:
         self.bytes_sent = 0
         self.rate_limited = 0
         self.failed = {"rejected": 0, "gave_up": 0, "dropped": 0, "closed": 0}
+        #: Per-request observers (the metrics exporters: trackasync/_requestlog.py):
+        #: the sender calls each once per answer or transport error, with
+        #: (route, HTTP status or None, seconds, commands, body bytes). They
+        #: must not raise. Empty unless metrics are wired: then the sender
+        #: does not even read the clock.
+        self.observers: list[RequestObserver] = []
 
     def snapshot(
         self, *, enqueued: int, queued: int, in_flight: int, hooks_skipped: int

@@ -14,6 +14,7 @@ from trackasync import (
     DeliveryFailed,
     FlushResult,
     Limits,
+    MissingExtra,
     PrivateKey,
     PublicToken,
     Receipt,
@@ -22,6 +23,8 @@ from trackasync import (
     SyncClient,
     SyncDelivery,
     close_on_sigterm,
+    otel_metrics,
+    prometheus_metrics,
 )
 from trackasync.testing import FakeTrackingAPI, RecordingTransport, StoredEvent
 
@@ -113,3 +116,15 @@ def use_sync_client() -> None:
 def use_close_on_sigterm(client: SyncClient) -> None:
     close_on_sigterm(client)
     close_on_sigterm(client, timeout=5.0)
+
+
+def use_metrics(client: Client, sync: SyncClient) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from prometheus_client import CollectorRegistry
+
+    otel_metrics(client)
+    otel_metrics(sync, meter_provider=MeterProvider(), name="worker")
+    prometheus_metrics(client, name="web")
+    prometheus_metrics(sync, registry=CollectorRegistry())
+    error: ImportError = MissingExtra("pip install 'trackasync[otel]'")
+    del error
