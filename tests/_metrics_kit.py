@@ -94,6 +94,8 @@ def expected(stats: Stats, api: FakeTrackingAPI, client: str) -> Figures:
     put("sent", stats.bytes_sent)
     put("hooks.skipped", stats.hooks_skipped)
     put("commands.discarded_at_fork", stats.discarded_at_fork)
+    put("commands.kept", stats.kept)
+    put("commands.recovered", stats.recovered)
     return rows
 
 

@@ -119,6 +119,8 @@ async def test_names_units_and_kinds_follow_the_conventions(
         read = Read(reader)
     assert read.units == {
         "commands.enqueued": "{command}",
+        "commands.kept": "{command}",
+        "commands.recovered": "{command}",
         "commands": "{command}",
         "queue.commands": "{command}",
         "in_flight.commands": "{command}",

@@ -41,6 +41,8 @@ NAMES = {
     "trackasync_sent_bytes_total": "sent",
     "trackasync_hooks_skipped_total": "hooks.skipped",
     "trackasync_commands_discarded_at_fork_total": "commands.discarded_at_fork",
+    "trackasync_commands_kept_total": "commands.kept",
+    "trackasync_commands_recovered_total": "commands.recovered",
 }
 HISTOGRAMS = ("trackasync_request_duration_seconds", "trackasync_request_commands")
 
