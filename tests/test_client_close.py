@@ -453,7 +453,10 @@ async def test_rejections_and_give_ups_are_warnings_with_counts(
         "rejected 1 command" in m and "Event type is not allowed" in m for m in messages
     ), messages
     assert any("gave up on 1 command" in m for m in messages), messages
-    assert "closed: 0 delivered, 2 not delivered (1 rejected, 1 gave_up)" in messages
+    assert (
+        "closed: 0 delivered, 2 not delivered (1 rejected, 1 gave_up); last errors: "
+        "rejected: Event type is not allowed; gave_up: boom" in messages
+    ), messages
 
 
 # -- prompt answers to awaiting callers ------------------------------------------------

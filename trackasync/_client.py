@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 
 from . import _fork
+from ._alarm import close_details
 from ._auth import PrivateKey, PublicToken
 from ._batcher import Batcher
 from ._buffer import MemoryStore, Overflow
@@ -37,6 +38,7 @@ from ._exceptions import (
 )
 from ._hooks import HookRunner, ResultHook
 from ._ledger import Ledger
+from ._network import Network, TLSOption
 from ._ratelimit import DEFAULT_RATE_LIMIT, make_limiter
 from ._results import system_time_of
 from ._sender import MODES, Mode, Sender
@@ -137,6 +139,7 @@ class Client:
         "_max_in_flight",
         "_max_queue",
         "_mode",
+        "_network",
         "_offer",
         "_on_result",
         "_open_loop",
@@ -183,6 +186,9 @@ class Client:
         transport: Transport | None = None,
         allow_http: bool = False,
         send: bool | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        tls: TLSOption = None,
     ) -> None:
         # Set first: __del__ reads it even when a check below raises.
         self._state = _UNOPENED
@@ -212,6 +218,8 @@ class Client:
         if on_result is not None and not callable(on_result):
             raise ConfigError("on_result must be callable")
         self._base = api_base(base_url, project_token, allow_http)
+        # proxy=, trust_env=, tls=: see _network (ConfigError quotes no proxy URL).
+        self._network = Network.of(proxy=proxy, trust_env=trust_env, tls=tls)
         self._auth = auth
         self._limits = limits or Limits()
         self._retry = retry or Retry()
@@ -242,7 +250,7 @@ class Client:
         self._new_pipeline()
         # Created last: nothing above can fail with a session left open.
         self._transport: Transport = transport or default_transport(
-            self._send, timeout, connect_timeout
+            self._send, timeout, connect_timeout, self._network
         )
         # In a forked child, _after_fork_in_child runs first thing.
         _fork.register(self)
@@ -288,7 +296,9 @@ class Client:
         self._counters.discarded_at_fork = discarded
         if self._own_transport:
             timeout, connect_timeout = self._timeouts
-            self._transport = default_transport(self._send, timeout, connect_timeout)
+            self._transport = default_transport(
+                self._send, timeout, connect_timeout, self._network
+            )
         if was is _CLOSING or was is _CLOSED:
             self._state = _CLOSED
             self._finish()
@@ -628,10 +638,11 @@ class Client:
         lost = sum(failed.values())
         if lost:
             logger.warning(
-                "closed: %d delivered, %d not delivered (%s)",
+                "closed: %d delivered, %d not delivered (%s)%s",
                 counters.delivered,
                 lost,
                 ", ".join(f"{n} {reason}" for reason, n in failed.items() if n),
+                close_details(failed, self._ledger.last, self._sender),
             )
 
     # -- commands -------------------------------------------------------------------

@@ -25,13 +25,15 @@ LOG_INTERVAL = 10.0
 class Ledger:
     """Records outcomes; makes every kind of loss visible at WARNING or above."""
 
-    __slots__ = ("_logs", "closed", "counters", "hooks")
+    __slots__ = ("_logs", "closed", "counters", "hooks", "last")
 
     def __init__(self, counters: Counters, hooks: HookRunner | None) -> None:
         self.counters = counters
         self.hooks = hooks
         #: Commands that failed because the client closed, for the close report.
         self.closed: list[Delivery] = []
+        #: The last failure's text by reason, for the close summary.
+        self.last: dict[str, str] = {}
         self._logs = {
             "dropped": ThrottledLog(
                 logging.WARNING,
@@ -79,6 +81,7 @@ class Ledger:
             self.closed.append(delivery)
         else:
             logger.debug("command failed (%s): %s", reason, error)
+            self.last[reason] = _errors(error) or str(error)
             cause = error.error
             if isinstance(cause, AuthError):
                 self._logs["auth"](

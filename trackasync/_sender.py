@@ -16,6 +16,7 @@ from typing import Literal
 
 import anyio
 
+from ._alarm import Alarm
 from ._config import MAX_BATCH_COMMANDS, Retry
 from ._delivery import Accepted, Delivery, Kind
 from ._exceptions import APIError, BadRequest, DeliveryFailed, RateLimited, RequestError
@@ -25,11 +26,11 @@ from ._results import (
     batch_all_accepted,
     batch_answer,
     error_for,
-    errors_of,
     match_results,
     read_single,
     refusal_error,
     request_id,
+    result_errors,
 )
 from ._retry import backoff, is_retryable, parse_retry_after
 from ._stats import Counters
@@ -118,6 +119,8 @@ class Sender:
         self._jobs: asyncio.Queue[list[Delivery] | None] = asyncio.Queue()
         #: The workers, so the client can wait for them or cancel them.
         self.workers: set[asyncio.Task[None]] = set()
+        #: Makes failing requests loud at once; the close summary reads it.
+        self.alarm = Alarm()
 
     async def reserve(self) -> None:
         """Wait for a free request slot, then for the rate limiter's next slot.
@@ -242,6 +245,7 @@ class Sender:
             keep = self._still_worth_trying(retry, error, delay)
             if not keep:
                 return
+            self.alarm.failed(error, len(keep))
             logger.debug(
                 "retrying %d commands in %.3f s after %s", len(keep), delay, error
             )
@@ -323,7 +327,7 @@ class Sender:
             elif result.success is True:
                 accepted.append(command)
             else:
-                errors = errors_of({"errors": result.errors}) or ["command failed"]
+                errors = result_errors(result, response) or ["command failed"]
                 self._reject(
                     [command],
                     BadRequest(

@@ -55,6 +55,7 @@ from ._exceptions import (
     QueueFull,
 )
 from ._hooks import ResultHook
+from ._network import TLSOption
 from ._sender import Mode
 from ._stats import CloseReport, FlushResult, Stats
 
@@ -83,6 +84,9 @@ class SyncClientOptions(TypedDict, total=False):
     shutdown_timeout: float
     on_result: ResultHook | None
     allow_http: bool
+    proxy: str | None
+    trust_env: bool
+    tls: TLSOption
 
 
 _T = TypeVar("_T")
