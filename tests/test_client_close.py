@@ -454,7 +454,8 @@ async def test_rejections_and_give_ups_are_warnings_with_counts(
     ), messages
     assert any("gave up on 1 command" in m for m in messages), messages
     assert (
-        "closed: 0 delivered, 2 not delivered (1 rejected, 1 gave_up); last errors: "
+        "trackasync: closed: 0 delivered, 2 not delivered (1 rejected, 1 gave_up); "
+        "last errors: "
         "rejected: Event type is not allowed; gave_up: boom" in messages
     ), messages
 

@@ -3,6 +3,7 @@
 Everything public is importable from here; the submodules are private.
 """
 
+from . import _log
 from ._auth import PrivateKey as PrivateKey, PublicToken as PublicToken
 from ._buffer import Overflow as Overflow
 from ._client import Client as Client, ClientState as ClientState
@@ -79,3 +80,7 @@ __all__ = (
     "TransportError",
     "__version__",
 )
+
+# Every line the library logs names it and escapes control characters (see
+# _log): a filter on its own logger only, no handler, no level.
+_log.install()

@@ -17,6 +17,16 @@ from ._exceptions import ClientClosed, ConfigError, DeliveryFailed, QueueFull
 from ._ledger import Ledger
 
 Overflow = Literal["wait", "raise", "drop_new", "drop_old"]
+"""What a full queue does with a new command (``Client(overflow=...)``):
+
+- ``"wait"``: ``track``/``update_customer`` wait up to ``queue_timeout`` for
+  room, then raise ``QueueFull``; the ``*_nowait`` methods raise at once;
+- ``"raise"``: every call raises ``QueueFull`` at once;
+- ``"drop_new"``: the new command is dropped (its ``Delivery`` fails "dropped");
+- ``"drop_old"``: the oldest queued command is dropped to make room.
+
+Drops are counted in ``stats()`` and logged (WARNING, rate-limited).
+"""
 OVERFLOW_POLICIES: tuple[Overflow, ...] = ("wait", "raise", "drop_new", "drop_old")
 
 

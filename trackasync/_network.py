@@ -43,13 +43,22 @@ class Proxy:
     password: str | None = None
 
     @property
+    def header(self) -> str | None:
+        """The ``Proxy-Authorization`` value, if the proxy has credentials."""
+        if self.password is None:
+            return None
+        pair = f"{self.login or ''}:{self.password}".encode()
+        return f"Basic {base64.b64encode(pair).decode('ascii')}"
+
+    @property
     def secrets(self) -> tuple[str, ...]:
         """The texts that would give the credentials away: the password, the
         ``login:password`` pair and its base64 form (the header's value)."""
-        if self.password is None:
+        header = self.header
+        if header is None:
             return ()
         pair = f"{self.login or ''}:{self.password}"
-        return (self.password, pair, base64.b64encode(pair.encode()).decode())
+        return (str(self.password), pair, header.partition(" ")[2])
 
     def __repr__(self) -> str:
         auth = "" if self.login is None else " with credentials"

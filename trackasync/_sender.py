@@ -40,6 +40,13 @@ from ._transport import Request, Response, Transport
 logger = logging.getLogger("trackasync")
 
 Mode = Literal["auto", "batch", "single"]
+"""Which routes carry commands (``Client(mode=...)``):
+
+- ``"auto"``: ``/batch`` for two or more commands, the single route for one;
+- ``"batch"``: always ``/batch``, even for one command;
+- ``"single"``: one request per command on its own route
+  (``/customers/events`` or ``/customers``).
+"""
 MODES: tuple[Mode, ...] = ("auto", "batch", "single")
 
 # Looked up at call time, so tests can replace them and drive retries without

@@ -147,7 +147,7 @@ class AiohttpTransport:
         self._network = network or Network()
         # Per host: the proxy (read from the environment once), and per
         # credential header: what to scrub from the answers.
-        self._proxies: dict[str | None, tuple[Proxy | None, aiohttp.BasicAuth | None]]
+        self._proxies: dict[str | None, tuple[Proxy | None, dict[str, str] | None]]
         self._proxies = {}
         self._secrets: dict[tuple[str | None, Proxy | None], tuple[str, ...]] = {}
 
@@ -171,15 +171,16 @@ class AiohttpTransport:
             self._session = session
         return session
 
-    def _proxy(self, url: str) -> tuple[Proxy | None, aiohttp.BasicAuth | None]:
+    def _proxy(self, url: str) -> tuple[Proxy | None, dict[str, str] | None]:
+        """The proxy for ``url``'s host and the headers for it (its credentials)."""
         host = URL(url).host
         found = self._proxies.get(host)
         if found is None:
             proxy = self._network.proxy_for(url)
-            auth = None
-            if proxy is not None and proxy.password is not None:
-                auth = aiohttp.BasicAuth(proxy.login or "", proxy.password)
-            found = self._proxies[host] = (proxy, auth)
+            headers = None
+            if proxy is not None and proxy.header is not None:
+                headers = {"Proxy-Authorization": proxy.header}
+            found = self._proxies[host] = (proxy, headers)
         return found
 
     def _secrets_of(self, request: Request, proxy: Proxy | None) -> tuple[str, ...]:
@@ -195,7 +196,7 @@ class AiohttpTransport:
     async def send(self, request: Request) -> Response:
         """Send ``request`` and read the answer, up to the size cap."""
         session = self._session or self._get_session()
-        proxy, proxy_auth = self._proxy(request.url)
+        proxy, proxy_headers = self._proxy(request.url)
         # The error mapping is inlined rather than a context manager: this runs
         # once per request, and a generator-based manager costs a few µs.
         try:
@@ -206,7 +207,7 @@ class AiohttpTransport:
                 headers=request.headers,
                 allow_redirects=False,
                 proxy=None if proxy is None else proxy.url,
-                proxy_auth=proxy_auth,
+                proxy_headers=proxy_headers,
             ) as response:
                 status = response.status
                 cap = (
@@ -230,8 +231,16 @@ class AiohttpTransport:
         except (aiohttp.ClientError, OSError) as exc:
             error = _transport_error(exc, request, proxy)
         # Raised outside the handler on purpose: the aiohttp error, whose repr
-        # holds the request headers, must not ride along as __context__.
-        raise _clean(error)
+        # holds the request headers, must not ride along as __context__. On
+        # Python 3.10 a coroutine still has the handled error (or the OSError
+        # beneath it) as its current exception here, so a plain raise would
+        # chain it: raise once, clear what that chained, and re-raise as is
+        # (a bare raise chains nothing).
+        try:
+            raise error
+        except TransportError:
+            error.__context__ = None
+            raise
 
     async def aclose(self) -> None:
         """Close the session if this transport created it."""
@@ -294,20 +303,6 @@ def _timeout_error(
 
 def _within(seconds: float | None) -> str:
     return " in time" if seconds is None else f" within {seconds:g} s"
-
-
-def _clean(error: TransportError) -> TransportError:
-    """``error`` with no chained exception, on every Python version.
-
-    Raising outside the ``except`` block leaves ``__context__`` empty on 3.11+;
-    on 3.10 a coroutine still has the handled error as its current exception
-    there, and the raise would chain aiohttp's error (request headers in its
-    repr) to ours. ``__suppress_context__`` keeps tracebacks clean either way.
-    """
-    error.__cause__ = None
-    error.__context__ = None
-    error.__suppress_context__ = True
-    return error
 
 
 def _tls_detail(exc: BaseException) -> str:
