@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -82,7 +82,8 @@ async def test_tls_with_an_ssl_context_delivers(ca: trustme.CA) -> None:
 async def test_private_ca_is_not_trusted_without_tls_option(ca: trustme.CA) -> None:
     """Without tls=, a certificate from an unknown CA fails as a TLS error, loudly."""
     async with tls_fake(ca, "127.0.0.1") as (api, port):
-        async with client_for(api, f"https://127.0.0.1:{port}") as client:
+        client = client_for(api, f"https://127.0.0.1:{port}")
+        async with client:
             with pytest.raises(TransportError) as info:
                 await client.system_time()
     assert str(info.value).startswith(f"TLS handshake with 127.0.0.1:{port} failed")
@@ -112,7 +113,8 @@ async def test_certificate_for_another_name_is_refused(
     warnings = [
         r.getMessage() for r in caplog.records if "will be retried" in r.getMessage()
     ]
-    assert warnings and "TLS handshake with 127.0.0.1" in warnings[0]
+    assert warnings
+    assert "TLS handshake with 127.0.0.1" in warnings[0]
 
 
 async def test_https_through_a_proxy_with_credentials(
@@ -176,7 +178,9 @@ async def test_proxy_refusing_with_407_is_named_and_scrubbed(
         assert api.event_count == 0
     assert proxy.refused >= 2
     message = str(info.value)
-    assert "proxy" in message and "407" in message and "credentials" in message
+    assert "proxy" in message
+    assert "407" in message
+    assert "credentials" in message
     assert failed.value.reason == "gave_up"
     texts = [message, str(failed.value), repr(failed.value), caplog.text]
     for text in texts:
@@ -188,12 +192,12 @@ async def test_proxy_not_listening_is_named(caplog: pytest.LogCaptureFixture) ->
     """A proxy that refuses connections: the error names the proxy, not the API."""
     async with ProxyServer() as proxy:
         port = proxy.port  # closed when the block ends: nothing listens there
-    async with FakeTrackingAPI() as api:
-        async with client_for(
-            api, api.base_url, proxy=f"http://127.0.0.1:{port}"
-        ) as client:
-            with pytest.raises(TransportError) as info:
-                await client.system_time()
+    async with (
+        FakeTrackingAPI() as api,
+        client_for(api, api.base_url, proxy=f"http://127.0.0.1:{port}") as client,
+    ):
+        with pytest.raises(TransportError) as info:
+            await client.system_time()
     assert str(info.value).startswith(
         f"could not connect to the proxy at 127.0.0.1:{port}"
     )
@@ -218,13 +222,6 @@ async def test_environment_proxy_is_followed_by_default(
                 await client.system_time()
         assert len(proxy.requests) == 1
         assert api.event_count == 1
-
-
-@contextmanager
-def env(monkeypatch: pytest.MonkeyPatch, **values: str) -> Iterator[None]:
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    yield
 
 
 def test_sync_client_from_env_through_proxy_and_private_ca(
@@ -271,7 +268,8 @@ def test_sync_client_from_env_through_proxy_and_private_ca(
         with SyncClient.from_env(linger=0.0, rate_limit=None) as client:
             client.track_and_wait(IDS, "view", timeout=20)
         assert api.event_count == 1
-        assert proxy.requests and proxy.requests[0][0] == "CONNECT"
+        assert proxy.requests
+        assert proxy.requests[0][0] == "CONNECT"
     finally:
         loop = found.get("loop")
         if loop is not None and stop is not None:
