@@ -22,10 +22,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import TYPICAL_PROPERTIES, pin  # noqa: E402
-from aiohttp import web  # noqa: E402
+from _common import TYPICAL_PROPERTIES, pin
+from aiohttp import web
 
-from trackasync import Client, PrivateKey, QueueFull  # noqa: E402
+from trackasync import Client, PrivateKey, QueueFull
 
 IDS = {"registered": "ann@example.com", "cookie": "9f1c2b3a-aaaa"}
 
@@ -73,13 +73,17 @@ async def serve(policy: str, outage: str, max_queue: int, cpu: int | None) -> No
                 client.track_nowait(IDS, "prefill", TYPICAL_PROPERTIES)
             assert client.stats().queued == max_queue
 
+        queue_full = 0
+
         async def event(request: web.Request) -> web.Response:
+            nonlocal queue_full
             try:
                 if call == "await":
                     await client.track(IDS, "purchase", TYPICAL_PROPERTIES)
                 elif call == "nowait":
                     client.track_nowait(IDS, "purchase", TYPICAL_PROPERTIES)
             except QueueFull:
+                queue_full += 1  # lost too, but never counted by the client
                 if not catch:
                     raise  # aiohttp answers 500, as for any unhandled error
             return web.json_response({"status": "queued"}, status=202)
@@ -87,7 +91,12 @@ async def serve(policy: str, outage: str, max_queue: int, cpu: int | None) -> No
         async def stats(request: web.Request) -> web.Response:
             s = client.stats()
             return web.json_response(
-                {"queued": s.queued, "dropped": s.dropped, "enqueued": s.enqueued}
+                {
+                    "queued": s.queued,
+                    "dropped": s.dropped,
+                    "enqueued": s.enqueued,
+                    "queue_full": queue_full,
+                }
             )
 
         app = web.Application()

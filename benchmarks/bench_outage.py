@@ -21,8 +21,10 @@ Policies (``_outage_app.POLICIES``):
 - ``nowait_drop_new`` / ``nowait_drop_old``: ``track_nowait`` with a drop
   policy: never waits, never raises; drops are counted and logged.
 
-Figures per policy: requests/s, latency p50/p99/max, share of 5xx answers, and
-how many events the client dropped. Policies run round-robin for ``--rounds``
+Figures per policy: requests/s, latency p50/p99/max, share of 5xx answers, how
+many events the client dropped (counted in ``stats()`` and logged) and how many
+calls raised ``QueueFull`` (lost as well, but invisible to the client's
+counters). Policies run round-robin for ``--rounds``
 rounds; figures are medians over rounds.
 
     python benchmarks/bench_outage.py            # full run
@@ -130,14 +132,18 @@ async def _load(url: str, concurrency: int, seconds: float) -> dict[str, Any]:
         "max_ms": max(latencies) * 1000,
         "errors_5xx_share": sum(s >= 500 for s in statuses) / len(statuses),
         "dropped": stats.get("dropped", 0),
+        "queue_full_raised": stats.get("queue_full", 0),
     }
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     pinned = pin(CLIENT_CPU)
     rounds: dict[str, list[dict[str, Any]]] = {p: [] for p in args.policies}
-    for _ in range(args.rounds):
-        for policy in args.policies:
+    policies = list(args.policies)
+    for index in range(args.rounds):
+        # Each round starts with another policy: none always goes first.
+        shift = index % len(policies)
+        for policy in policies[shift:] + policies[:shift]:
             app = App(policy, args.outage, args.max_queue)
             try:
                 result = asyncio.run(_load(app.url, args.concurrency, args.seconds))
@@ -173,7 +179,7 @@ def main() -> int:
     parser.add_argument("--max-queue", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=12.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--policies", nargs="+", choices=POLICIES, default=POLICIES)
     parser.add_argument("--out", help="also write the JSON report here")
     args = parser.parse_args()

@@ -262,3 +262,28 @@ def test_log_filter_leaves_other_loggers_and_numbers_alone() -> None:
     assert logging.getLogger("trackasync").filter(record)
     assert record.getMessage() == "trackasync: 3 lost: a\\nb"
     assert record.args == (3, "a\\nb")
+
+
+def test_sync_client_system_time_timeout_is_raised_not_waited_on() -> None:
+    """A RequestTimeout is a TimeoutError: SyncClient must raise it, not take it
+    for its own wait running out and wait again."""
+    import socket
+    import time
+
+    from trackasync import SyncClient
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # connections are accepted by the kernel, never answered
+        port = listener.getsockname()[1]
+        with SyncClient(
+            f"http://127.0.0.1:{port}",
+            "p",
+            auth=PrivateKey("key", "secret-1"),
+            timeout=0.3,
+            rate_limit=None,
+        ) as client:
+            start = time.monotonic()
+            with pytest.raises(RequestTimeout):
+                client.system_time()
+            assert time.monotonic() - start < 20.0
