@@ -106,7 +106,12 @@ class Response:
 
 
 class Transport(Protocol):
-    """Sends requests. Implementations must be safe to call concurrently."""
+    """Sends requests. Implementations must be safe to call concurrently.
+
+    A ``Response`` should name its ``request`` (and list in ``secrets`` any
+    credential the transport added itself, such as a proxy's): the client
+    scrubs those from every text it takes from the answer.
+    """
 
     async def send(self, request: Request) -> Response:
         """Send one request; raise ``TransportError`` if no answer came."""
