@@ -9,9 +9,10 @@ transport scrubs them from every text taken from an answer.
 ``trust_env`` is on by default, as in curl, requests and httpx: a service
 behind a mandatory corporate proxy gets ``HTTPS_PROXY``/``HTTP_PROXY`` set by
 its platform and expects every client to follow it. Unlike aiohttp's own
-``trust_env``, the environment is read once, when the transport opens its
-session (not in a thread at every request), ``.netrc`` is never read (it would
-add a second ``Authorization`` to every request), and loopback addresses are
+``trust_env``, the environment is read once per route, at its first request
+(not in a thread at every request), ``.netrc`` is never read (an entry
+for the API's host would make aiohttp refuse every request, which carries its
+own ``Authorization``), and loopback addresses are
 never sent to an environment proxy (a proxy cannot reach this machine's
 loopback). An explicit ``proxy=`` wins over the environment.
 """

@@ -150,10 +150,9 @@ class AiohttpTransport:
         self._session = session
         self._owns_session = session is None
         self._network = network or Network()
-        # Per host: the proxy (read from the environment once), and per
-        # credential header: what to scrub from the answers.
-        self._proxies: dict[str | None, tuple[Proxy | None, dict[str, str] | None]]
-        self._proxies = {}
+        # Per URL (a client uses three or four): the proxy, read from the
+        # environment once; per credential header: what to scrub from answers.
+        self._proxies: dict[str, tuple[Proxy | None, dict[str, str] | None]] = {}
         self._secrets: dict[tuple[str | None, Proxy | None], tuple[str, ...]] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -177,15 +176,16 @@ class AiohttpTransport:
         return session
 
     def _proxy(self, url: str) -> tuple[Proxy | None, dict[str, str] | None]:
-        """The proxy for ``url``'s host and the headers for it (its credentials)."""
-        host = URL(url).host
-        found = self._proxies.get(host)
+        """The proxy for ``url`` and the headers for it (its credentials)."""
+        found = self._proxies.get(url)
         if found is None:
             proxy = self._network.proxy_for(url)
             headers = None
             if proxy is not None and proxy.header is not None:
                 headers = {"Proxy-Authorization": proxy.header}
-            found = self._proxies[host] = (proxy, headers)
+            found = (proxy, headers)
+            if len(self._proxies) < 64:  # a handful of routes in practice
+                self._proxies[url] = found
         return found
 
     def _secrets_of(self, request: Request, proxy: Proxy | None) -> tuple[str, ...]:
