@@ -3,7 +3,9 @@
     python -m aiohttp.web -P 8080 examples.aiohttp_app:create_app
 
 The cleanup context opens the client at startup and closes it (delivering what
-is queued) at shutdown.
+is queued) at shutdown. ``overflow="drop_new"``: while the Tracking API is down
+and the queue is full, new events are dropped (counted, logged) rather than
+failing the request with ``QueueFull`` (see the README's "Web applications").
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ TRACKER = web.AppKey("tracker", Client)
 
 
 async def tracker(app: web.Application) -> AsyncIterator[None]:
-    async with Client.from_env() as client:
+    async with Client.from_env(overflow="drop_new") as client:
         app[TRACKER] = client
         yield
 

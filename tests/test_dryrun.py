@@ -115,7 +115,9 @@ async def test_repr_and_one_log_line_show_the_mode(
     with caplog.at_level(logging.WARNING, logger="trackasync"):
         for _ in range(3):
             await client.track_and_wait(IDS, "purchase")
-    notices = [r for r in caplog.records if r.getMessage() == DRY_RUN_NOTICE]
+    notices = [
+        r for r in caplog.records if r.getMessage() == "trackasync: " + DRY_RUN_NOTICE
+    ]
     assert len(notices) == 1
     assert notices[0].levelno == logging.WARNING
 

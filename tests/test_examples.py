@@ -110,6 +110,67 @@ async def test_aiohttp_app(monkeypatch: pytest.MonkeyPatch) -> None:
         ) == [("v-1", "/shoes"), ("v-2", "/")]
 
 
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _outage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API is down (nothing listens) and the queue holds 3 events."""
+    monkeypatch.setenv("TRACKASYNC_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("TRACKASYNC_PROJECT_TOKEN", "project")
+    monkeypatch.setenv("TRACKASYNC_KEY_ID", "key-id")
+    monkeypatch.setenv("TRACKASYNC_SECRET", "secret-value-1")
+    monkeypatch.setenv("TRACKASYNC_MAX_QUEUE", "3")
+    monkeypatch.setenv("TRACKASYNC_SHUTDOWN_TIMEOUT", "0.1")
+
+
+async def test_fastapi_app_during_an_outage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """API down, queue full: every request still answers 202 at once (no wait
+    for room, no 500), and the events beyond the queue are counted as dropped."""
+    import time
+
+    import httpx
+
+    from examples.fastapi_app import app
+
+    _outage(monkeypatch)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://app"
+        ) as http:
+            start = time.monotonic()
+            for total in range(20):
+                answer = await http.post(
+                    "/purchases", json={"email": "ann@example.com", "total": total}
+                )
+                assert answer.status_code == 202
+            # Generous: the old example waited 10 s per request once full.
+            assert time.monotonic() - start < 5.0
+        assert app.state.tracker.stats().dropped > 0
+
+
+async def test_aiohttp_app_during_an_outage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """API down, queue full: the aiohttp example answers 202, not 500."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from examples.aiohttp_app import TRACKER, create_app
+
+    _outage(monkeypatch)
+    app = create_app()
+    async with TestClient(TestServer(app)) as http:
+        for i in range(20):
+            answer = await http.post(f"/views/v-{i}")
+            assert answer.status == 202
+        stats = app[TRACKER].stats()
+    assert stats.enqueued == 20
+    assert stats.dropped > 0
+
+
 def test_flask_app(fake: ThreadedFake) -> None:
     from examples.flask_app import create_app
 

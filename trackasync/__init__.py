@@ -3,6 +3,7 @@
 Everything public is importable from here; the submodules are private.
 """
 
+from . import _logging
 from ._auth import PrivateKey as PrivateKey, PublicToken as PublicToken
 from ._client import Client as Client
 from ._config import Limits as Limits, Retry as Retry
@@ -90,3 +91,7 @@ __all__ = (
     "TransportError",
     "__version__",
 )
+
+# Every line the library logs names it and escapes control characters (see
+# _logging): a filter on its own logger only, no handler, no level.
+_logging.install()

@@ -22,6 +22,12 @@ def _check(what: str, value: object, *, ascii_only: bool = False) -> None:
         raise ConfigError(f"{what} must be a non-empty string")
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
         raise ConfigError(f"{what} contains a control character (a line break?)")
+    if not value.strip():
+        raise ConfigError(f"{what} is only spaces")
+    if value != value.strip():
+        # A secret pasted with a stray space around it: the API would answer
+        # 401 at every request, long after this call.
+        raise ConfigError(f"{what} has leading or trailing spaces; remove them")
     if ascii_only and not value.isascii():
         raise ConfigError(f"{what} contains a non-ASCII character")
 

@@ -28,6 +28,7 @@ from ._encoding import Codec
 from ._exceptions import ClientClosed, ClientStateError, DeliveryFailed
 from ._hooks import ResultHook
 from ._log import CommandLog
+from ._network import TLSOption
 from ._options import (
     DEFAULT_AWAIT_LINGER,
     DEFAULT_LINGER,
@@ -98,6 +99,8 @@ class Client:
     - ``on_result``: a hook called with each command's ``Delivery`` at its outcome.
     - ``transport``: where requests go (default: aiohttp); ``allow_http``:
       plain http to a host other than this one; ``send=False``: a dry run.
+    - ``proxy``, ``trust_env`` (True), ``tls``: an HTTP(S) proxy, whether the
+      environment's proxy variables count, and the CAs to trust.
     """
 
     # Slots make the attribute reads of the per-call hot path cheaper.
@@ -145,6 +148,9 @@ class Client:
         transport: Transport | None = None,
         allow_http: bool = False,
         send: bool | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        tls: TLSOption = None,
     ) -> None:
         options = Options(
             base_url=base_url,
@@ -168,6 +174,9 @@ class Client:
             transport=transport,
             allow_http=allow_http,
             send=send,
+            proxy=proxy,
+            trust_env=trust_env,
+            tls=tls,
         )
         self._setup(options)
 
@@ -211,7 +220,9 @@ class Client:
 
     def _own_transport(self) -> Transport:
         options = self._options
-        return default_transport(self._send, options.timeout, options.connect_timeout)
+        return default_transport(
+            self._send, options.timeout, options.connect_timeout, options.network()
+        )
 
     def _new_pipeline(self) -> None:
         """The per-process parts: a new state and pipeline, with no task yet."""

@@ -120,15 +120,49 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# A base_url copied from the API's documentation often carries the route's
+# prefix, even a whole project path: the client adds both itself.
+_ROUTE_PREFIX = "/track/v2"
+
+
 def api_base(base_url: str, project_token: str, allow_http: bool) -> str:
-    """The root of the tracking routes for one project, validated."""
+    """The root of the tracking routes for one project, validated.
+
+    ``base_url`` is the API's root (``https://api.exponea.com``), optionally
+    with a path prefix of a gateway. A trailing ``/track/v2`` (or
+    ``/track/v2/projects/<this project>``) is cut off, as the client adds it.
+    A URL with user info, a query or a fragment is refused: the credentials go
+    in ``auth``, and every route would be built wrong. No message quotes the
+    URL or the token: either could be a pasted secret.
+    """
     if not isinstance(base_url, str) or not base_url:
         raise ConfigError(
             "base_url must be the API's URL, e.g. https://api.exponea.com"
         )
-    parts = urlsplit(base_url)
+    try:
+        parts = urlsplit(base_url.strip())
+        parts.port  # noqa: B018  (a bad port raises here, not at the first request)
+    except ValueError:
+        raise ConfigError(
+            "base_url is not a valid URL (is its port a number?); it should look "
+            "like https://api.exponea.com"
+        ) from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigError(f"base_url must be an http(s) URL, got {base_url!r}")
+        raise ConfigError(
+            "base_url must be an http(s) URL with a host, e.g. "
+            "https://api.exponea.com (is it the project token or a key? The "
+            "value is not shown, in case it is a secret)"
+        )
+    if "@" in parts.netloc:
+        raise ConfigError(
+            "base_url must not contain user info (user:password@): pass the "
+            "credentials as auth=PrivateKey(...) or PublicToken(...)"
+        )
+    if parts.query or parts.fragment or base_url.strip().endswith(("?", "#")):
+        raise ConfigError(
+            "base_url must not have a query (?...) or a fragment (#...): the "
+            "client appends each route's path to it"
+        )
     if parts.scheme == "http" and not allow_http and not is_loopback(parts.hostname):
         raise ConfigError(
             f"refusing plain http:// to {parts.hostname}: credentials would travel in "
@@ -136,4 +170,19 @@ def api_base(base_url: str, project_token: str, allow_http: bool) -> str:
         )
     if not isinstance(project_token, str) or not project_token.strip():
         raise ConfigError("project_token must be a non-empty string")
-    return f"{base_url.rstrip('/')}/track/v2/projects/{quote(project_token, safe='')}"
+    token = quote(project_token, safe="")
+    path = parts.path.rstrip("/")
+    cut = path.find(_ROUTE_PREFIX + "/projects/")
+    if cut >= 0:
+        rest = path[cut + len(_ROUTE_PREFIX + "/projects/") :].split("/")[0]
+        if rest != token:
+            raise ConfigError(
+                "base_url names a project path (/track/v2/projects/...) that is "
+                "not project_token's: pass the API's root as base_url, e.g. "
+                "https://api.exponea.com, and the project token apart"
+            )
+        path = path[:cut]
+    elif path.endswith(_ROUTE_PREFIX):
+        path = path[: -len(_ROUTE_PREFIX)]
+    root = f"{parts.scheme}://{parts.netloc}{path}"
+    return f"{root}{_ROUTE_PREFIX}/projects/{token}"

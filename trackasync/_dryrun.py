@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from ._exceptions import ConfigError
+from ._network import Network
 from ._transport import AiohttpTransport, Request, Response, Transport
 
 __all__ = [
@@ -84,15 +85,23 @@ def resolve_send(
     )
 
 
-def default_transport(send: bool, timeout: float, connect_timeout: float) -> Transport:
+def default_transport(
+    send: bool,
+    timeout: float,
+    connect_timeout: float,
+    network: Network | None = None,
+) -> Transport:
     """The transport a client builds when it is given none.
 
-    aiohttp when it sends, else a :class:`DryRunTransport`. Whatever rebuilds a
-    client's own transport (a fresh process after a fork, say) must call this
-    again, or a dry-run client would start sending.
+    aiohttp when it sends (through ``network``'s proxy and TLS settings), else
+    a :class:`DryRunTransport`. Whatever rebuilds a client's own transport (a
+    fresh process after a fork, say) must call this again, or a dry-run client
+    would start sending.
     """
     if send:
-        return AiohttpTransport(timeout=timeout, connect_timeout=connect_timeout)
+        return AiohttpTransport(
+            timeout=timeout, connect_timeout=connect_timeout, network=network
+        )
     return DryRunTransport()
 
 

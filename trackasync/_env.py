@@ -79,6 +79,11 @@ TUNING: dict[str, Callable[[str, str], Any]] = {
     "connect_timeout": _number,
     "shutdown_timeout": _number,
     "allow_http": _boolean,
+    # Network (_network): a proxy URL (its credentials are secrets: no message
+    # quotes it), whether HTTPS_PROXY/NO_PROXY are followed, a CA bundle path.
+    "proxy": _text,
+    "trust_env": _boolean,
+    "tls": _text,
 }
 
 

@@ -14,6 +14,7 @@
     └── RequestError           one HTTP request failed (.status, .request_id)
         ├── TransportError     the request did not get an HTTP answer
         │   └── RequestTimeout it took longer than the configured timeout
+        │                      (also a TimeoutError)
         └── APIError           the API answered with an error (.errors, .body)
             ├── BadRequest     400/404/413 or 200 with "success": false: permanent
             ├── AuthError      401/403: credentials or permissions
@@ -113,8 +114,12 @@ class TransportError(RequestError):
     """The request got no HTTP answer: connection refused, reset or dropped."""
 
 
-class RequestTimeout(TransportError):
-    """The request took longer than the configured timeout."""
+class RequestTimeout(TransportError, TimeoutError):
+    """The request took longer than the configured timeout.
+
+    Also a ``TimeoutError`` (so an ``OSError``), as Python's own timeouts are:
+    ``except TimeoutError`` catches it.
+    """
 
 
 class APIError(RequestError):

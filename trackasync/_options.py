@@ -20,6 +20,7 @@ from ._auth import PrivateKey, PublicToken
 from ._config import Limits, Retry, _positive
 from ._exceptions import ConfigError
 from ._hooks import ResultHook
+from ._network import Network, TLSOption
 from ._ratelimit import DEFAULT_RATE_LIMIT
 from ._table import OVERFLOW_POLICIES, Overflow
 from ._transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT
@@ -95,6 +96,14 @@ class Options:
     allow_http: bool = False
     #: False: a dry run that sends nothing (None: ``TRACKASYNC_SEND`` decides).
     send: bool | None = None
+    #: An HTTP(S) proxy, ``http://[user:password@]host:port`` (None: none, or
+    #: the environment's ``HTTPS_PROXY`` with ``trust_env``).
+    proxy: str | None = None
+    #: Follow ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from the environment.
+    trust_env: bool = True
+    #: TLS: an ``ssl.SSLContext``, or the path of a CA bundle to trust instead
+    #: of the system's (None: the system's CAs).
+    tls: TLSOption = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.auth, (PrivateKey, PublicToken)):
@@ -135,6 +144,13 @@ class Options:
             raise ConfigError("allow_http must be True or False")
         if self.send is not None and not isinstance(self.send, bool):
             raise ConfigError("send must be True, False or None")
+        # Checked here, so that a bad proxy or TLS setting fails at construction
+        # (ConfigError quotes no proxy URL: it can carry credentials).
+        self.network()
+
+    def network(self) -> Network:
+        """The proxy and TLS settings, checked."""
+        return Network.of(proxy=self.proxy, trust_env=self.trust_env, tls=self.tls)
 
     @property
     def the_retry(self) -> Retry:
@@ -186,6 +202,9 @@ class SyncClientOptions(TypedDict, total=False):
     on_result: ResultHook | None
     allow_http: bool
     send: bool | None
+    proxy: str | None
+    trust_env: bool
+    tls: TLSOption
 
 
 class EnvOptions(SyncClientOptions, total=False):

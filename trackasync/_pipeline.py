@@ -26,6 +26,7 @@ from typing import Any
 
 import anyio
 
+from ._alarm import close_details
 from ._batcher import Batcher
 from ._delivery import forget_owner, new_owner
 from ._dryrun import DRY_RUN_NOTICE
@@ -389,18 +390,15 @@ class Pipeline:
         lost = sum(failed.values())
         if lost or counters.kept:
             parts = [f"{n} {reason}" for reason, n in failed.items() if n]
-            why = "; ".join(
-                f"last {reason}: {text}" for reason, text in ledger.last_errors.items()
-            )
             logger.warning(
-                "trackasync: closed: %d delivered, %d not delivered (%s)%s%s",
+                "closed: %d delivered, %d not delivered (%s)%s%s",
                 counters.delivered,
                 lost,
                 ", ".join(parts) or "none",
                 f", {counters.kept} kept in the spool for the next run"
                 if counters.kept
                 else "",
-                f"; {why}" if why else "",
+                close_details(failed, ledger.last_errors, self.sender),
             )
 
     # -- waiting -----------------------------------------------------------------------

@@ -11,12 +11,18 @@ commands, and a resend is deduplicated if it did).
 What is kept from a body on an error is capped (``MAX_KEPT_BODY`` bytes,
 ``MAX_ERRORS`` strings of at most ``MAX_TEXT`` characters): the API's error
 strings are short, and an error may live long in a ``DeliveryFailed``.
+
+Every text taken from an answer is scrubbed of the credentials its request
+carried (an echoing proxy or gateway sends them back) and has its control
+characters escaped, before it is cut to size: see ``_scrub``.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -30,6 +36,7 @@ from ._exceptions import (
     ServerError,
 )
 from ._retry import parse_retry_after
+from ._scrub import NOTHING, Scrubber, printable
 from ._transport import Response
 
 #: Characters kept of one error string.
@@ -54,6 +61,9 @@ class CommandResult(msgspec.Struct):
     success: bool | None = None
     command_id: Any = None
     errors: Any = None
+    #: Some entries say why in one string rather than a list (the API's own
+    #: description of the batch route allows both).
+    error: Any = None
     # Unused by the sender: an odd value must not make the entry unreadable.
     time: Any = None
 
@@ -92,8 +102,20 @@ def request_id(response: Response) -> str | None:
     return response.header("x-request-id")
 
 
-def errors_of(data: Any) -> list[str]:
-    """Every error string in a decoded body, whatever its shape (capped)."""
+def scrubber(response: Response) -> Scrubber:
+    """The scrubber for texts taken from ``response``: the credentials its
+    transport said it sent, or those in the headers of its request."""
+    if response.secrets:
+        return Scrubber(response.secrets)
+    request = response.request
+    if request is None:
+        return NOTHING
+    return Scrubber.for_headers(request.headers)
+
+
+def errors_of(data: Any, scrub: Scrubber = NOTHING) -> list[str]:
+    """Every error string in a decoded body, whatever its shape (capped),
+    scrubbed and made printable."""
     out: list[str] = []
     if isinstance(data, dict):
         for key in ("errors", "error", "message", "_global", "description"):
@@ -101,7 +123,14 @@ def errors_of(data: Any) -> list[str]:
                 _collect(data[key], out, 0)
     else:
         _collect(data, out, 0)
-    return out
+    return [_cut(printable(scrub.text(text))) for text in out]
+
+
+def result_errors(result: CommandResult, response: Response) -> list[str]:
+    """The error strings of one failed batch result (``errors`` and ``error``)."""
+    return errors_of(
+        {"errors": result.errors, "error": result.error}, scrubber(response)
+    )
 
 
 def _collect(value: Any, out: list[str], depth: int) -> None:
@@ -113,7 +142,7 @@ def _collect(value: Any, out: list[str], depth: int) -> None:
         return
     if isinstance(value, str):
         if value:
-            out.append(_cut(value))
+            out.append(_clip(value))
     elif isinstance(value, list):
         for item in value:
             _collect(item, out, depth + 1)
@@ -124,37 +153,67 @@ def _collect(value: Any, out: list[str], depth: int) -> None:
             for item in value.values():
                 _collect(item, out, depth + 1)
     else:
-        out.append(_cut(str(value)))
+        out.append(_clip(str(value)))
+
+
+# Room kept past MAX_TEXT until scrubbing is done: a credential cut in half by
+# the size cap would no longer be recognised.
+_SCRUB_MARGIN = 1024
+
+
+def _clip(text: str) -> str:
+    return text[: MAX_TEXT + _SCRUB_MARGIN]
 
 
 def _cut(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 
-def body_errors(body: bytes) -> list[str]:
+def body_errors(body: bytes, scrub: Scrubber = NOTHING) -> list[str]:
     """Error strings from a raw body: JSON of any known shape, or plain text."""
     if not body:
         return []
     try:
         data = _decode_any(body)
     except msgspec.DecodeError:
-        text = body[:MAX_TEXT].decode("utf-8", "replace").strip()
+        raw = body[: MAX_TEXT + _SCRUB_MARGIN].decode("utf-8", "replace")
+        text = printable(scrub.text(raw).strip())[:MAX_TEXT]
         return [text] if text else []
-    return errors_of(data)
+    return errors_of(data, scrub)
 
 
-def _kept(body: bytes) -> bytes:
-    """What of a body an error keeps."""
-    return body if len(body) <= MAX_KEPT_BODY else body[:MAX_KEPT_BODY]
+def _kept(body: bytes, scrub: Scrubber = NOTHING) -> bytes:
+    """What of a body an error keeps, scrubbed before it is cut."""
+    return scrub.data(body[: MAX_KEPT_BODY + _SCRUB_MARGIN])[:MAX_KEPT_BODY]
+
+
+# The project token is no credential, but the answer's text has no need of it.
+_PROJECT = re.compile(r"(/projects/)[^/]+")
+
+
+def _where(response: Response) -> str:
+    """``" for POST /path"`` when the answer says the path is wrong, else ``""``.
+
+    A 404 from a wrong ``base_url`` is only understood with the path that was
+    asked for: the API's own text ("The requested URL was not found on the
+    server") does not say it. Never the host's user info or query, never the
+    project token.
+    """
+    request = response.request
+    if request is None or response.status not in (404, 405):
+        return ""
+    path = _PROJECT.sub(r"\1***", urlsplit(request.url).path or "/")
+    return f" for {request.method} {path}"
 
 
 def error_for(response: Response) -> RequestError:
     """The typed error for an answer that is not a plain success."""
     status = response.status
-    errors = body_errors(response.body)
+    scrub = scrubber(response)
+    errors = body_errors(response.body, scrub)
     rid = request_id(response)
     detail = "; ".join(errors) if errors else "no error message"
-    message = f"HTTP {status}: {detail}"
+    message = f"HTTP {status}{_where(response)}: {detail}"
     cls: type[APIError]
     if status == 429:
         return RateLimited(
@@ -162,7 +221,7 @@ def error_for(response: Response) -> RequestError:
             status=status,
             request_id=rid,
             errors=errors,
-            body=_kept(response.body),
+            body=_kept(response.body, scrub),
             retry_after=parse_retry_after(response.header("retry-after")),
         )
     if status in (401, 403):
@@ -174,21 +233,26 @@ def error_for(response: Response) -> RequestError:
     else:
         cls = BadRequest
     return cls(
-        message, status=status, request_id=rid, errors=errors, body=_kept(response.body)
+        message,
+        status=status,
+        request_id=rid,
+        errors=errors,
+        body=_kept(response.body, scrub),
     )
 
 
 def refusal_error(response: Response) -> BadRequest:
     """The error for a 2xx answer that says ``"success": false``: the API's
     documented refusal, final."""
-    errors = body_errors(response.body)
+    scrub = scrubber(response)
+    errors = body_errors(response.body, scrub)
     detail = "; ".join(errors) if errors else "no error message"
     return BadRequest(
         f"HTTP {response.status}: {detail}",
         status=response.status,
         request_id=request_id(response),
         errors=errors,
-        body=_kept(response.body),
+        body=_kept(response.body, scrub),
     )
 
 
@@ -199,15 +263,18 @@ def unknown_answer(response: Response, why: str) -> APIError:
     a refusal; the message quotes the start of the body to help find the proxy
     or page that sent it.
     """
-    snippet = " ".join(
-        response.body[:120].decode("utf-8", "replace").split()
-    )  # one line, however the page was laid out
+    scrub = scrubber(response)
+    # Scrubbed before it is cut to 120 characters, so no credential is cut
+    # into a piece that would no longer be recognised.
+    text = scrub.text(response.body[: 120 + _SCRUB_MARGIN].decode("utf-8", "replace"))
+    # One line, however the page was laid out; printable() for what split() leaves.
+    snippet = printable(" ".join(text.split())[:120])
     detail = f"{why}: {snippet!r}" if snippet else f"{why}, empty body"
     return APIError(
         f"HTTP {response.status}: not an answer of the API ({detail})",
         status=response.status,
         request_id=request_id(response),
-        body=_kept(response.body),
+        body=_kept(response.body, scrub),
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 
+from ._alarm import Alarm
 from ._config import MAX_BATCH_COMMANDS, Retry
 from ._delivery import Accepted, Delivery, Kind
 from ._exceptions import APIError, BadRequest, DeliveryFailed, RateLimited, RequestError
@@ -27,11 +28,11 @@ from ._results import (
     batch_all_accepted,
     batch_answer,
     error_for,
-    errors_of,
     match_results,
     read_single,
     refusal_error,
     request_id,
+    result_errors,
 )
 from ._retry import backoff, is_retryable, parse_retry_after
 from ._stats import Counters
@@ -123,6 +124,8 @@ class Sender:
         self._jobs: asyncio.Queue[list[Delivery] | None] = asyncio.Queue()
         #: The workers, so the client can wait for them or cancel them.
         self.workers: set[asyncio.Task[None]] = set()
+        #: Makes failing requests loud at once; the close summary reads it.
+        self.alarm = Alarm()
 
     async def reserve(self) -> None:
         """Wait for a free request slot, then for the rate limiter's next slot.
@@ -252,6 +255,8 @@ class Sender:
             self._table.settle(outcome.delivered, outcome.receipt, outcome.failed)
             if not keep:
                 return
+            assert error is not None  # keep is empty without one
+            self.alarm.failed(error, len(keep))
             logger.debug(
                 "retrying %d commands in %.3f s after %s", len(keep), delay, error
             )
@@ -370,7 +375,7 @@ class Sender:
             elif result.success is True:
                 accepted.append(command)
             else:
-                errors = errors_of({"errors": result.errors}) or ["command failed"]
+                errors = result_errors(result, response) or ["command failed"]
                 outcome.reject(
                     [command],
                     BadRequest(

@@ -260,6 +260,8 @@ class _Runtime:
             try:
                 return future.result(left)
             except concurrent.futures.TimeoutError:
+                if future.done():  # it raised a TimeoutError (RequestTimeout)
+                    raise
                 if self.failure is not None:
                     future.cancel()
                     self.check_alive()

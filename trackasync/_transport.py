@@ -9,6 +9,8 @@ Secrets: aiohttp's errors carry the request (headers included) in their
 ``repr``, so none of them is ever formatted into a message, chained as a
 ``__cause__`` or left as a ``__context__``. The error raised here is built from
 the error's type, the host and port, and the operating system's own text.
+Each ``Response`` names its request and the credentials it carried (the
+proxy's included), so whoever reads text out of it can scrub them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from yarl import URL
 
 from ._body import request_body
 from ._exceptions import RequestTimeout, TransportError
+from ._network import Network, Proxy
+from ._scrub import Scrubber, printable
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -77,12 +81,17 @@ class Response:
 
     ``truncated`` says the body was longer than the transport reads and was
     cut: such an answer cannot be trusted to say what the API did.
+    ``request`` is the request it answers, when the transport says so, and
+    ``secrets`` the credentials that request carried (the transport's own, such
+    as a proxy's, included): no text taken from this answer may show them.
     """
 
     status: int
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
     truncated: bool = False
+    request: Request | None = field(default=None, repr=False, compare=False)
+    secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def header(self, name: str) -> str | None:
         """A header's value by case-insensitive name, or ``None``."""
@@ -97,7 +106,12 @@ class Response:
 
 
 class Transport(Protocol):
-    """Sends requests. Implementations must be safe to call concurrently."""
+    """Sends requests. Implementations must be safe to call concurrently.
+
+    A ``Response`` should name its ``request`` (and list in ``secrets`` any
+    credential the transport added itself, such as a proxy's): the client
+    scrubs those from every text it takes from the answer.
+    """
 
     async def send(self, request: Request) -> Response:
         """Send one request; raise ``TransportError`` if no answer came."""
@@ -112,9 +126,12 @@ class AiohttpTransport:
     """The default transport: one ``aiohttp.ClientSession`` with keep-alive.
 
     ``timeout`` bounds a whole request, ``connect_timeout`` getting a connection;
-    ``max_connections`` caps open sockets. The session is created on first use,
+    ``max_connections`` caps open sockets; ``network`` says which proxy and
+    which certificate authorities to use (see ``Network``; the default follows
+    ``HTTPS_PROXY``/``NO_PROXY``). The session is created on first use,
     inside the running event loop, unless one is passed in (then it is not
-    closed by ``aclose``). Answers are read up to ``MAX_ANSWER_BYTES`` (2xx) or
+    closed by ``aclose``, and ``network``'s TLS setting does not apply to it).
+    Answers are read up to ``MAX_ANSWER_BYTES`` (2xx) or
     ``MAX_ERROR_ANSWER_BYTES`` (other statuses); the rest is not read, the
     connection is closed and the ``Response`` is marked ``truncated``.
     """
@@ -126,29 +143,65 @@ class AiohttpTransport:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_connections: int = 100,
         session: aiohttp.ClientSession | None = None,
+        network: Network | None = None,
     ) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
         self._max_connections = max_connections
         self._session = session
         self._owns_session = session is None
+        self._network = network or Network()
+        # Per URL (a client uses three or four): the proxy, read from the
+        # environment once; per credential header: what to scrub from answers.
+        self._proxies: dict[str, tuple[Proxy | None, dict[str, str] | None]] = {}
+        self._secrets: dict[tuple[str | None, Proxy | None], tuple[str, ...]] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None:
+            context = self._network.ssl_context
             session = aiohttp.ClientSession(
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections,
+                    ssl=True if context is None else context,
+                ),
                 # The API does not take compressed request bodies, and our own
                 # requests must not show up in the application's aiohttp traces.
                 auto_decompress=True,
+                # The proxy is chosen here (Network), not by aiohttp: its
+                # trust_env reads ~/.netrc and the environment at every request.
                 trust_env=False,
             )
             self._session = session
         return session
 
+    def _proxy(self, url: str) -> tuple[Proxy | None, dict[str, str] | None]:
+        """The proxy for ``url`` and the headers for it (its credentials)."""
+        found = self._proxies.get(url)
+        if found is None:
+            proxy = self._network.proxy_for(url)
+            headers = None
+            if proxy is not None and proxy.header is not None:
+                headers = {"Proxy-Authorization": proxy.header}
+            found = (proxy, headers)
+            if len(self._proxies) < 64:  # a handful of routes in practice
+                self._proxies[url] = found
+        return found
+
+    def _secrets_of(self, request: Request, proxy: Proxy | None) -> tuple[str, ...]:
+        key = (request.headers.get("Authorization"), proxy)
+        secrets = self._secrets.get(key)
+        if secrets is None:
+            extra = () if proxy is None else proxy.secrets
+            secrets = Scrubber.for_headers(request.headers, extra).secrets
+            if len(self._secrets) < 64:  # one or two entries in practice
+                self._secrets[key] = secrets
+        return secrets
+
     async def send(self, request: Request) -> Response:
         """Send ``request`` and read the answer, up to the size cap."""
         session = self._session or self._get_session()
+        proxy, proxy_headers = self._proxy(request.url)
         # The error mapping is inlined rather than a context manager: this runs
         # once per request, and a generator-based manager costs a few µs.
         try:
@@ -158,6 +211,8 @@ class AiohttpTransport:
                 data=request_body(request.body),
                 headers=request.headers,
                 allow_redirects=False,
+                proxy=None if proxy is None else proxy.url,
+                proxy_headers=proxy_headers,
             ) as response:
                 status = response.status
                 cap = (
@@ -167,15 +222,30 @@ class AiohttpTransport:
                 if truncated:
                     # Unread bytes must not be taken for the next answer.
                     response.close()
-                return Response(status, body, response.headers, truncated)
+                return Response(
+                    status,
+                    body,
+                    response.headers,
+                    truncated,
+                    request,
+                    self._secrets_of(request, proxy),
+                )
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             # The session's own timeout: a session passed in has its own.
             error: TransportError = _timeout_error(exc, request, session.timeout)
         except (aiohttp.ClientError, OSError) as exc:
-            error = _transport_error(exc, request)
+            error = _transport_error(exc, request, proxy)
         # Raised outside the handler on purpose: the aiohttp error, whose repr
-        # holds the request headers, must not ride along as __context__.
-        raise error
+        # holds the request headers, must not ride along as __context__. On
+        # Python 3.10 a coroutine still has the handled error (or the OSError
+        # beneath it) as its current exception here, so a plain raise would
+        # chain it: raise once, clear what that chained, and re-raise as is
+        # (a bare raise chains nothing).
+        try:
+            raise error
+        except TransportError:
+            error.__context__ = None
+            raise
 
     async def aclose(self) -> None:
         """Close the session if this transport created it."""
@@ -240,14 +310,40 @@ def _within(seconds: float | None) -> str:
     return " in time" if seconds is None else f" within {seconds:g} s"
 
 
-def _transport_error(exc: BaseException, request: Request) -> TransportError:
+def _tls_detail(exc: BaseException) -> str:
+    """What OpenSSL said was wrong with the certificate, if it said."""
+    cert_error = getattr(exc, "certificate_error", None)
+    message = getattr(cert_error, "verify_message", None)
+    if isinstance(message, str) and message:
+        return f": {printable(message)[:200]}"
+    return ""
+
+
+def _transport_error(
+    exc: BaseException, request: Request, proxy: Proxy | None = None
+) -> TransportError:
     """A short, secret-free ``TransportError`` for an aiohttp or socket error."""
     host, port = _host_port(request.url)
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        # The proxy answered the tunnel request with an error status.
+        where = "" if proxy is None else f" at {_host_port(proxy.url)[0]}"
+        why = " (proxy credentials missing or wrong)" if exc.status == 407 else ""
+        return TransportError(
+            f"the proxy{where} refused the connection to {host}: HTTP {exc.status}{why}"
+        )
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        proxy_host, proxy_port = exc.host, str(exc.port)
+        return TransportError(
+            f"could not connect to the proxy at {proxy_host}:{proxy_port}: "
+            f"{_os_text(getattr(exc, 'os_error', None))}"
+        )
     if isinstance(exc, aiohttp.ClientConnectorError):
         host, port = exc.host, str(exc.port)
         os_error = getattr(exc, "os_error", None)
         if isinstance(exc, aiohttp.ClientSSLError):
-            return TransportError(f"TLS handshake with {host}:{port} failed")
+            return TransportError(
+                f"TLS handshake with {host}:{port} failed{_tls_detail(exc)}"
+            )
         if isinstance(os_error, socket.gaierror):
             return TransportError(f"DNS lookup failed for {host}")
         if isinstance(os_error, ConnectionRefusedError):

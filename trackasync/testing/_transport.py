@@ -8,6 +8,7 @@ command, the way an in-memory exporter keeps spans.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -58,10 +59,16 @@ class MockTransport:
         self.closed = False
 
     async def send(self, request: Request) -> Response:
-        """Ask the handler; await it if it returned an awaitable."""
+        """Ask the handler; await it if it returned an awaitable.
+
+        The answer names its request, as the real transport's do, so the
+        client scrubs the request's credentials from any text taken from it.
+        """
         answer = self.handler(request)
         if inspect.isawaitable(answer):
-            return await answer
+            answer = await answer
+        if answer.request is None:
+            answer = dataclasses.replace(answer, request=request)
         return answer
 
     async def aclose(self) -> None:
