@@ -390,7 +390,7 @@ def test_trackasync_send_shares_the_budget_from_the_environment(
     import io
     import json
 
-    from trackasync._send import send
+    from trackasync._cli.send import send
 
     from ._fake_thread import threaded_fake
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from trackasync import ConfigError
 from trackasync._cli.send import send
 
 from ._fake_thread import ThreadedFake, threaded_fake
@@ -394,15 +395,58 @@ def test_rate_and_concurrency_flags_reach_the_client() -> None:
         for name, value in env.items():
             mp.setenv(name, value)
         mp.setenv("TRACKASYNC_RATE_LIMIT", "50")
+        budget = "redis://127.0.0.1:1/0"
         args = _parser().parse_args(
-            ["-", "--rate-limit", "off", "--max-in-flight", "3", "--rate-budget", "x"]
+            [
+                "-",
+                "--rate-limit",
+                "off",
+                "--max-in-flight",
+                "3",
+                "--rate-budget",
+                budget,
+            ]
         )
         options = _options(args)
         assert options["rate_limit"] is None
         assert options["max_in_flight"] == 3
-        assert options["rate_budget"] == "x"
+        assert options["rate_budget"] == budget
         options = _options(_parser().parse_args(["-", "--rate-limit", "2.5"]))
         assert options["rate_limit"] == 2.5
+        assert "proxy" not in options
+        assert "trust_env" not in options
+        # A budget that is no keyword, URL or path is refused before any line.
+        with pytest.raises(ConfigError, match="--rate-budget"):
+            _options(_parser().parse_args(["-", "--rate-budget", "banana"]))
+
+
+def test_network_flags_reach_the_client(tmp_path: Path) -> None:
+    """--proxy, --no-trust-env and --tls become client options."""
+    from trackasync._cli.send_options import (
+        client_options as _options,
+        parser as _parser,
+    )
+
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRACKASYNC_BASE_URL", "https://api.example")
+        mp.setenv("TRACKASYNC_PROJECT_TOKEN", "p")
+        mp.setenv("TRACKASYNC_PUBLIC_TOKEN", "t")
+        args = _parser().parse_args(
+            [
+                "-",
+                "--proxy",
+                "http://127.0.0.1:3128",
+                "--no-trust-env",
+                "--tls",
+                str(bundle),
+            ]
+        )
+        options = _options(args)
+    assert options["proxy"] == "http://127.0.0.1:3128"
+    assert options["trust_env"] is False
+    assert options["tls"] == str(bundle)
 
 
 class _Ahead(io.RawIOBase):

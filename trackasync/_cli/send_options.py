@@ -13,6 +13,7 @@ from typing import Any
 from .._auth import PrivateKey, PublicToken
 from .._env import client_kwargs
 from .._exceptions import ConfigError
+from .._ratelimit import parse_rate_budget
 
 #: Lines above which the command reminds that bulk loads belong to Imports.
 DEFAULT_BULK_THRESHOLD = 100_000
@@ -115,6 +116,22 @@ def parser() -> argparse.ArgumentParser:
         "(TRACKASYNC_RATE_BUDGET)",
     )
     add(
+        "--proxy",
+        metavar="URL",
+        help="send through this HTTP(S) proxy (TRACKASYNC_PROXY; prefer the "
+        "variable for a proxy with a password)",
+    )
+    add(
+        "--no-trust-env",
+        action="store_true",
+        help="ignore HTTPS_PROXY/NO_PROXY from the environment (TRACKASYNC_TRUST_ENV=0)",
+    )
+    add(
+        "--tls",
+        metavar="CA_BUNDLE",
+        help="trust the CAs in this PEM file instead of the system's (TRACKASYNC_TLS)",
+    )
+    add(
         "--max-in-flight",
         type=_positive,
         metavar="N",
@@ -145,8 +162,16 @@ def client_options(args: argparse.Namespace) -> dict[str, Any]:
         if not (args.key_id and args.secret):
             raise ConfigError("--key-id and --secret go together")
         overrides["auth"] = PrivateKey(args.key_id, args.secret)
-    for option in ("rate_limit", "rate_budget", "max_in_flight"):
+    for option in ("rate_limit", "max_in_flight"):
         value = getattr(args, option)
         if value is not None:
             overrides[option] = None if value == "off" else value
+    if args.rate_budget is not None:
+        overrides["rate_budget"] = parse_rate_budget(args.rate_budget, "--rate-budget")
+    if args.proxy is not None:
+        overrides["proxy"] = args.proxy
+    if args.no_trust_env:
+        overrides["trust_env"] = False
+    if args.tls is not None:
+        overrides["tls"] = args.tls
     return client_kwargs(overrides)
