@@ -474,5 +474,5 @@ def test_the_budget_says_where_it_is(
     with caplog.at_level(logging.INFO, logger="trackasync"):
         FileBudget(RATE, path)
     assert [r.getMessage() for r in caplog.records] == [
-        f"rate budget shared through file {path}"
+        f"trackasync: rate budget shared through file {path}"
     ]
