@@ -205,9 +205,11 @@ async def test_aclose_gives_back_a_command_stuck_behind_a_delayed_request() -> N
 
 async def test_aclose_during_a_retry_wait_gives_the_command_back() -> None:
     """A command waiting to be retried when the client closes comes back as closed."""
-    patient = Retry(attempts=10, timeout=60.0, wait_initial=5.0, wait_max=5.0)
+    # The wait is the server's Retry-After, not a jittered backoff: a random
+    # wait could end before the close and send the retry.
+    patient = Retry(attempts=10, timeout=60.0, max_retry_after=30.0)
     async with FakeTrackingAPI() as api:
-        api.fail_next(10, status=503)
+        api.fail_next(10, status=503, retry_after=30)
         client = client_for(api, retry=patient)
         delivery = client.track_nowait(IDS, "view", {"n": 1})
         await wait_until(lambda: len(api.requests) == 1)
