@@ -56,6 +56,7 @@ class RetryClock:
         self.now += seconds
         await asyncio.sleep(0)
 
+
 # -- retried ---------------------------------------------------------------------------
 
 
