@@ -313,6 +313,48 @@ async def test_a_newcomer_cannot_take_the_room_kept_for_a_woken_producer() -> No
     assert max(seen_queued) <= 1
 
 
+async def test_room_freed_twice_before_the_producers_run_is_not_handed_out_twice() -> (
+    None
+):
+    """Two requests end together and the batcher takes twice before any woken
+    producer runs: the second take may wake only as many producers as there is
+    room left beside the first's reservation, so the queue stays within max_queue."""
+    gate = Gate()
+    transport = RecordingTransport(gate)
+    tracker = client(
+        transport,
+        max_queue=2,
+        max_in_flight=4,
+        limits=Limits(max_batch_commands=1),
+        queue_timeout=None,
+    )
+    queued_after: list[int] = []
+
+    async def produce(n: int) -> None:
+        await tracker.track(IDS, "view", {"n": n})
+        queued_after.append(tracker.stats().queued)
+
+    async with tracker:
+        for n in range(4):  # four requests held, one command each
+            tracker.track_nowait(IDS, "view", {"n": n})
+            await wait_until(lambda: tracker.stats().queued == 0)
+        assert tracker.stats().in_flight == 4
+        tracker.track_nowait(IDS, "view", {"n": 4})
+        tracker.track_nowait(IDS, "view", {"n": 5})  # the queue is now full
+        producers = []
+        for n in range(6, 9):
+            producers.append(asyncio.create_task(produce(n)))
+            for _ in range(3):
+                await asyncio.sleep(0)
+        assert not any(task.done() for task in producers)
+        gate.open.set()
+        await asyncio.wait_for(asyncio.gather(*producers), 5)
+        result = await tracker.flush(timeout=5)
+    assert result.pending == 0
+    assert max(queued_after) <= 2, queued_after
+    assert sorted(numbers(transport)) == list(range(9))
+
+
 # -- the batcher -------------------------------------------------------------------------
 
 
@@ -349,6 +391,30 @@ async def test_flush_sends_only_what_was_queued_when_called() -> None:
         assert len(transport.requests) == 1
         report = await tracker.aclose(timeout=5)
     assert report.delivered == 2
+
+
+async def test_a_full_batch_leaves_without_waiting_for_the_linger() -> None:
+    """Fifty queued commands make a full batch: it goes at once, linger or not."""
+    transport = RecordingTransport()
+    tracker = client(transport, linger=60.0, await_linger=60.0)
+    async with tracker:
+        for n in range(50):
+            tracker.track_nowait(IDS, "view", {"n": n})
+        await wait_until(lambda: len(transport.requests) == 1)
+        assert tracker.stats().delivered == 50
+    assert numbers(transport) == list(range(50))
+
+
+async def test_closing_sends_what_is_queued_without_waiting_for_the_linger() -> None:
+    """aclose() delivers the queued commands now, not when their linger ends."""
+    transport = RecordingTransport()
+    tracker = client(transport, linger=60.0, await_linger=60.0)
+    async with tracker:
+        for n in range(3):
+            tracker.track_nowait(IDS, "view", {"n": n})
+        report = await tracker.aclose(timeout=5)
+    assert (report.delivered, report.undelivered) == (3, [])
+    assert numbers(transport) == [0, 1, 2]
 
 
 # -- the sender ---------------------------------------------------------------------------

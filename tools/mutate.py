@@ -14,6 +14,7 @@ Run it from the project's root, in the project's virtual environment::
     .venv/bin/python tools/mutate.py --jobs 2     # two at a time
     .venv/bin/python tools/mutate.py --only take_tail_goes_last sync_slot_waits_for_poll
     .venv/bin/python tools/mutate.py --list       # names, files, tests
+    .venv/bin/python tools/mutate.py --only linger_ignored --tests tests/test_x.py
 
 Before the mutants, the named tests run once unmutated: if they do not pass
 there, the score would mean nothing and the script stops (exit status 2). The
@@ -34,7 +35,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -312,7 +313,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "trackasync/_batcher.py",
         "self._urgent > 0 or store.ready()):",
         "self._urgent > 0):",
-        ("tests/test_client_delivery.py", "tests/test_e2e_flow.py"),
+        ("tests/test_client_delivery.py", PIPELINE),
     ),
     Mutant(
         "close_waits_for_linger",
@@ -320,7 +321,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "trackasync/_batcher.py",
         "if not (self._closing or",
         "if not (False or",
-        ("tests/test_client_close.py",),
+        ("tests/test_client_close.py", PIPELINE),
     ),
     Mutant(
         "urgent_never_spent",
@@ -336,7 +337,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "trackasync/_batcher.py",
         "if expedite_at is not None and expedite_at < due:",
         "if False:",
-        ("tests/test_client_delivery.py",),
+        ("tests/test_client_delivery.py", "tests/test_client_close.py"),
     ),
     Mutant(
         "batcher_never_stops",
@@ -584,8 +585,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the unmutated run"
     )
+    parser.add_argument(
+        "--tests",
+        nargs="+",
+        metavar="TEST",
+        help="run these tests (files or node ids) instead of each mutant's own",
+    )
     args = parser.parse_args(argv)
     mutants = list(MUTANTS)
+    if args.tests:
+        mutants = [replace(m, tests=tuple(args.tests)) for m in MUTANTS]
     if args.only:
         unknown = set(args.only) - {m.name for m in mutants}
         if unknown:
