@@ -227,6 +227,8 @@ async def test_a_429_halves_the_pace_of_the_following_requests(
     # the rate, so the gaps shrink slowly, staying well over 0.25 s.
     assert gaps
     assert all(gap > 0.3 for gap in gaps), gaps
+    # And each accepted request brings the rate back up a little.
+    assert all(later < earlier for earlier, later in pairwise(gaps)), gaps
 
 
 # -- the queue ---------------------------------------------------------------------------
@@ -446,6 +448,22 @@ async def test_an_internal_error_while_sending_fails_the_commands_gave_up(
 
 
 # -- the on_result hook -------------------------------------------------------------------
+
+
+async def test_the_hook_is_called_once_for_each_command_of_an_accepted_batch() -> None:
+    """One accepted request of five commands: five hook calls, one per command."""
+    seen: list[Delivery] = []
+    transport = RecordingTransport()
+    tracker = client(transport, linger=60.0, on_result=seen.append)
+    async with tracker:
+        deliveries = [tracker.track_nowait(IDS, "view", {"n": n}) for n in range(5)]
+        await tracker.flush(timeout=5)
+        await wait_until(lambda: len(seen) >= 5)
+        for _ in range(20):
+            await asyncio.sleep(0)
+    assert len(transport.requests) == 1
+    assert len(seen) == 5
+    assert {id(d) for d in seen} == {id(d) for d in deliveries}
 
 
 async def test_a_hook_parked_in_flush_lifts_the_backpressure(

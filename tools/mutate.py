@@ -386,7 +386,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "trackasync/_sender.py",
         "if is_retryable(error):",
         "if True:",
-        ("tests/test_answer_outcomes.py", "tests/test_retry.py"),
+        ("tests/test_answer_outcomes.py", "tests/test_e2e_retry.py"),
     ),
     Mutant(
         "missing_result_means_accepted",
@@ -410,7 +410,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "trackasync/_sender.py",
         "self._rate.accepted()",
         "pass",
-        (PIPELINE, "tests/test_ratelimit.py", "tests/test_e2e_flow.py"),
+        (PIPELINE,),
     ),
     Mutant(
         "single_route_never_used",
@@ -422,11 +422,11 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     # -- the ledger ---------------------------------------------------------------------------
     Mutant(
-        "failure_counted_twice",
-        "a command failed twice is counted twice",
+        "failure_not_counted",
+        "a failed command is missing from stats().failed",
         "trackasync/_ledger.py",
-        "if not delivery._settle(error):\n            return False",
-        "delivery._settle(error)",
+        "self.counters.failed[reason] += 1",
+        "pass",
         ("tests/test_client_close.py", "tests/test_delivery.py"),
     ),
     Mutant(
@@ -451,7 +451,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "trackasync/_ledger.py",
         "hooks.push_many(settled)",
         "hooks.push_many(settled[:1])",
-        ("tests/test_e2e_results.py", "tests/test_client_delivery.py"),
+        ("tests/test_client_delivery.py", PIPELINE),
     ),
     # -- fork ------------------------------------------------------------------------------
     Mutant(
