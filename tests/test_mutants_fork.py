@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -37,13 +37,13 @@ def make_client(fake: ThreadedFake) -> Client:
     return Client(**fake.client_kwargs(), linger=0.0, rate_limit=None)
 
 
-def in_child(work: object) -> int:
+def in_child(work: Callable[[], int]) -> int:
     """Fork; run ``work()`` (returns an exit status) in the child; its status."""
     pid = os.fork()
     if pid == 0:
         status = 70
         try:
-            status = work()  # type: ignore[operator]
+            status = work()
         finally:
             os._exit(status)
     _, status = os.waitpid(pid, 0)
