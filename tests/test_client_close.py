@@ -125,7 +125,8 @@ async def test_a_cancelled_close_still_ends_within_its_budget(
         await asyncio.wait_for(client.aclose(0.3), 0.05)
     started = time.monotonic()
     report = await client.aclose()
-    assert time.monotonic() - started < 0.3 + 0.5
+    # Generous for a loaded machine: a close that waited would never end here.
+    assert time.monotonic() - started < 0.3 + 2.0
     assert report.delivered == 0
     assert report.failed["closed"] == 120
     assert report.undelivered == deliveries
@@ -279,8 +280,11 @@ async def test_async_hooks_for_closed_commands_run_within_the_budget(
     for n in range(300):
         client.track_nowait(IDS, "view", {"n": n})
     started = time.monotonic()
-    report = await client.aclose(timeout=1.0)
-    assert time.monotonic() - started < 1.0 + 2 * HOOK_CANCEL_GRACE + 0.2
+    # The hooks get the last tenth of the budget: 0.3 s for 300 calls leaves a
+    # loaded machine room (0.1 s did not, under coverage).
+    report = await client.aclose(timeout=3.0)
+    # Generous for a loaded machine: a close that waited would never end here.
+    assert time.monotonic() - started < 3.0 + 2 * HOOK_CANCEL_GRACE + 1.0
     assert report.failed["closed"] == 300
     assert seen == ["closed"] * 300
 
@@ -309,7 +313,8 @@ async def test_slow_async_hooks_are_bounded(
     assert stats.queued > 1_000
     started = time.monotonic()
     report = await client.aclose(timeout=0.5)
-    assert time.monotonic() - started < 0.5 + 2 * HOOK_CANCEL_GRACE + 0.2
+    # Under the hooks' 5 s, with room for a loaded machine.
+    assert time.monotonic() - started < 0.5 + 2 * HOOK_CANCEL_GRACE + 1.5
     assert report.delivered + report.failed["closed"] == 2_000
     assert client.stats().hooks_skipped > 0
     assert not hooks._active
@@ -334,7 +339,8 @@ async def test_a_shielded_hook_cannot_stretch_aclose_past_its_margin(
     started = time.monotonic()
     await client.aclose(timeout=0.2)
     elapsed = time.monotonic() - started
-    assert elapsed < 0.2 + HOOK_CANCEL_GRACE + 0.15
+    # Generous for a loaded machine: without the grace it would never return.
+    assert elapsed < 0.2 + HOOK_CANCEL_GRACE + 1.0
     assert "ignored cancellation" in caplog.text
     release.set()
     await asyncio.sleep(0)
@@ -482,7 +488,7 @@ async def test_an_awaited_command_does_not_wait_for_the_linger(
         receipts = await asyncio.gather(
             *(client.track_and_wait(IDS, "view", {"n": n}) for n in range(20))
         )
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 10.0  # far under the 30 s linger
         assert all(r.status == 200 for r in receipts)
         assert len(transport.requests) == 1
         assert len(transport.commands) == 21

@@ -107,14 +107,24 @@ async def test_mode_forces_the_route(
 
 
 async def test_linger_holds_commands_until_it_passes(
-    make_client: MakeClient, transport: RecordingTransport
+    make_client: MakeClient,
+    transport: RecordingTransport,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A command waits up to linger for company, then leaves on its own."""
+    # The linger is read on the client's and the batcher's (wall) clock, frozen
+    # here: however slow the machine, nothing leaves before the test moves it.
+    from trackasync import _batcher, _client
+
+    clock = [time.time()]
+    monkeypatch.setattr(_client, "_time_ns", lambda: int(clock[0] * 1e9))
+    monkeypatch.setattr(_batcher, "_time", lambda: clock[0])
     async with make_client(linger=0.05) as client:
         delivery = client.track_nowait(IDS, "view")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the batcher's timer fires: the clock says wait
         assert transport.requests == []
-        await asyncio.wait_for(delivery, 2.0)
+        clock[0] += 0.05
+        await asyncio.wait_for(delivery, 5.0)
     assert len(transport.requests) == 1
 
 

@@ -129,6 +129,9 @@ async def produce(client: Client, scenario: Scenario) -> list[Delivery]:
     return deliveries
 
 
+# Thousands of requests with faults: far more than the suite's 60 s guard against
+# hangs on a loaded machine measuring coverage.
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("scenario", SCENARIOS.values(), ids=SCENARIOS.keys())
 async def test_chaos_every_command_is_delivered_once_or_reported(
     scenario: Scenario,
@@ -179,8 +182,9 @@ async def test_chaos_every_command_is_delivered_once_or_reported(
         requests = len(api.requests)
     elapsed = time.monotonic() - started
 
-    # The run was really chaotic, and quick enough.
-    assert elapsed < 45.0
+    # The run was really chaotic, and quick enough (a retry storm waiting on
+    # full backoffs would take many minutes; a loaded machine takes 80 s).
+    assert elapsed < 150.0
     assert sum(faults.values()) >= requests * 0.2
     assert {"500", "429", "429+retry-after", "drop", "drop_after", "delay"} <= set(
         faults

@@ -40,7 +40,7 @@ async def test_client_rate_limit_keeps_under_the_server_limit() -> None:
         elapsed = time.monotonic() - started
     assert all(d.delivered() for d in deliveries)
     # A burst of 5, then one request every 1/20 s: the 30th leaves at 1.25 s.
-    assert 1.2 <= elapsed < 2.0
+    assert 1.2 <= elapsed < 10.0  # the pace is the point; a loaded machine is slower
     assert [r.status for r in api.requests] == [200] * 30
     assert not [r for r in api.requests if r.fault == "rate_limited"]
     assert sorted(stored_numbers(api)) == list(range(30))
@@ -142,7 +142,8 @@ async def test_overflow_wait_gives_up_after_queue_timeout() -> None:
         await client.flush()
         await client.aclose()
         assert stored_numbers(api) == [0, 1, 2, 3, 4, 5]
-    assert 0.04 <= waited < 0.2
+    # Room comes back after 0.25 s: QueueFull at all shows the wait was not longer.
+    assert waited >= 0.04
     assert all(d.delivered() for d in deliveries)
     stats = stats_add_up(client)
     assert (stats.enqueued, stats.delivered, sum(stats.failed.values())) == (6, 6, 0)
@@ -161,7 +162,7 @@ async def test_aclose_on_a_hung_server_returns_in_time_and_reports_closed() -> N
         report = await client.aclose(timeout=0.3)
         elapsed = time.monotonic() - started
         assert api.event_count == 0
-    assert 0.25 <= elapsed < 1.0
+    assert 0.25 <= elapsed < 5.0  # the server would hang for 30 s
     assert {id(d) for d in report.undelivered} == {id(d) for d in deliveries}
     assert len(report.undelivered) == 4
     for delivery in deliveries:
@@ -186,7 +187,7 @@ async def test_aclose_gives_back_a_command_stuck_behind_a_delayed_request() -> N
         elapsed = time.monotonic() - started
         assert stored_numbers(api) == [0]
     assert done.attempts == 1
-    assert 0.25 <= elapsed < 1.0
+    assert 0.25 <= elapsed < 5.0  # the delayed request would take 30 s
     assert [id(d) for d in report.undelivered] in (
         [id(stuck), id(behind)],
         [id(behind), id(stuck)],
@@ -205,9 +206,11 @@ async def test_aclose_gives_back_a_command_stuck_behind_a_delayed_request() -> N
 
 async def test_aclose_during_a_retry_wait_gives_the_command_back() -> None:
     """A command waiting to be retried when the client closes comes back as closed."""
-    patient = Retry(attempts=10, timeout=60.0, wait_initial=5.0, wait_max=5.0)
+    # The wait is the server's Retry-After, not a jittered backoff: a random
+    # wait could end before the close and send the retry.
+    patient = Retry(attempts=10, timeout=60.0, max_retry_after=30.0)
     async with FakeTrackingAPI() as api:
-        api.fail_next(10, status=503)
+        api.fail_next(10, status=503, retry_after=30)
         client = client_for(api, retry=patient)
         delivery = client.track_nowait(IDS, "view", {"n": 1})
         await wait_until(lambda: len(api.requests) == 1)
@@ -215,7 +218,7 @@ async def test_aclose_during_a_retry_wait_gives_the_command_back() -> None:
         report = await client.aclose(timeout=0.2)
         elapsed = time.monotonic() - started
     # The budget, then at most the documented grace steps (and a loaded machine).
-    assert 0.15 <= elapsed < 2.0
+    assert 0.15 <= elapsed < 10.0  # the retry would wait 30 s
     assert report.undelivered == [delivery]
     failure = await failure_of(delivery)
     assert failure.reason == "closed"
@@ -237,7 +240,7 @@ async def test_flush_with_a_timeout_counts_what_is_still_pending() -> None:
         stats = stats_add_up(client)
         assert (stats.queued, stats.in_flight) == (0, 3)
         report = await client.aclose(timeout=0.1)
-    assert 0.09 <= elapsed < 0.6
+    assert 0.09 <= elapsed < 5.0  # the server would hang for 30 s
     assert len(report.undelivered) == 3
 
 

@@ -204,13 +204,15 @@ async def test_a_timed_out_request_is_retried_and_its_late_copy_deduplicated(
 ) -> None:
     """A request that outlives the client's timeout is resent; the slow copy is absorbed."""
     api = fake_tracking_api
-    api.delay_next(1, 0.3)
-    async with client_for(api, timeout=0.1) as client:
+    # The resent copy must be answered within the timeout: 0.5 s leaves a loaded
+    # machine room (0.1 s did not, once); the first copy outlives it threefold.
+    api.delay_next(1, 1.5)
+    async with client_for(api, timeout=0.5) as client:
         receipt = await client.track_and_wait(IDS, "purchase", {"n": 1})
         assert receipt.attempts == 2
         assert stored_numbers(api) == [1]
         # The first request is still being handled; once it is, it is a duplicate.
-        await wait_until(lambda: len(api.requests) == 2)
+        await wait_until(lambda: len(api.requests) == 2, timeout=10.0)
     assert stored_numbers(api) == [1]
     assert api.duplicates == 1
     assert [r.fault for r in api.requests] == [None, "delay"]

@@ -32,6 +32,31 @@ from .test_e2e import (
     stored_numbers,
 )
 
+
+class RetryClock:
+    """The sender's and the client's clock, moved only by the sender's retry
+    waits (which return at once): waits and deadlines are read exactly, on a
+    loaded machine too, instead of from the wall clock."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from trackasync import _client, _sender
+
+        self.now = time.monotonic()
+        #: Every retry wait the sender asked for, in seconds.
+        self.waits: list[float] = []
+        monkeypatch.setattr(_sender, "_sleep", self._sleep)
+        monkeypatch.setattr(_sender, "_monotonic", self._monotonic)
+        monkeypatch.setattr(_client, "_monotonic", self._monotonic)
+
+    def _monotonic(self) -> float:
+        return self.now
+
+    async def _sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
 # -- retried ---------------------------------------------------------------------------
 
 
@@ -93,18 +118,18 @@ async def test_rate_limited_without_retry_after_is_retried(
 
 @pytest.mark.parametrize("retry_after", ["0", "0.05"])
 async def test_rate_limited_with_retry_after_waits_as_asked(
-    fake_tracking_api: FakeTrackingAPI, retry_after: str
+    fake_tracking_api: FakeTrackingAPI,
+    retry_after: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """429 with Retry-After is retried after that many seconds, then stored once."""
     api = fake_tracking_api
+    clock = RetryClock(monkeypatch)
     api.fail_next(1, status=429, retry_after=retry_after)
     async with client_for(api) as client:
-        started = time.monotonic()
         receipt = await client.track_and_wait(IDS, "purchase", {"n": 1})
-        elapsed = time.monotonic() - started
     assert receipt.attempts == 2
-    assert elapsed >= float(retry_after) * 0.9
-    assert elapsed < 1.0
+    assert clock.waits == [float(retry_after)]
     assert [(r.status, r.fault) for r in api.requests] == [
         (429, "429+retry-after"),
         (200, None),
@@ -119,56 +144,58 @@ async def test_rate_limited_with_retry_after_waits_as_asked(
     ids=["seconds", "http-date"],
 )
 async def test_a_long_retry_after_is_capped_at_max_retry_after(
-    fake_tracking_api: FakeTrackingAPI, retry_after: str
+    fake_tracking_api: FakeTrackingAPI,
+    retry_after: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A Retry-After far beyond max_retry_after (0.05 s) only waits the cap."""
     api = fake_tracking_api
+    clock = RetryClock(monkeypatch)
     api.fail_next(1, status=429, retry_after=retry_after)
     async with client_for(api) as client:
-        started = time.monotonic()
         receipt = await asyncio.wait_for(
-            client.track_and_wait(IDS, "purchase", {"n": 1}), 2.0
+            client.track_and_wait(IDS, "purchase", {"n": 1}), 10.0
         )
-        elapsed = time.monotonic() - started
     assert receipt.attempts == 2
-    assert 0.045 <= elapsed < 1.0
+    assert clock.waits == [0.05]
     assert stored_numbers(api) == [1]
 
 
 async def test_a_long_retry_after_is_capped_with_the_rate_limiter_on(
-    fake_tracking_api: FakeTrackingAPI,
+    fake_tracking_api: FakeTrackingAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With the default client-side rate limit, Retry-After is capped all the same."""
     api = fake_tracking_api
+    clock = RetryClock(monkeypatch)
     api.fail_next(1, status=429, retry_after="30")
     client = client_for(api, rate_limit=100.0, shutdown_timeout=0.2)
     async with client:
-        started = time.monotonic()
+        # The limiter's own pause is capped too: a 30 s one would time out here.
         receipt = await asyncio.wait_for(
-            client.track_and_wait(IDS, "purchase", {"n": 1}), 2.0
+            client.track_and_wait(IDS, "purchase", {"n": 1}), 10.0
         )
-        elapsed = time.monotonic() - started
     assert receipt.attempts == 2
-    assert 0.045 <= elapsed < 1.0
+    assert clock.waits == [0.05]
     assert stored_numbers(api) == [1]
 
 
 async def test_a_command_gives_up_when_the_retry_deadline_would_pass(
-    fake_tracking_api: FakeTrackingAPI,
+    fake_tracking_api: FakeTrackingAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Retries stop once the next one could not start within Retry.timeout."""
     api = fake_tracking_api
+    clock = RetryClock(monkeypatch)
     api.fail_next(1_000, status=503)
     deadline = Retry(attempts=1_000, timeout=0.2, wait_initial=0.01, wait_max=0.02)
     async with client_for(api, retry=deadline) as client:
-        started = time.monotonic()
         failure = await failure_of(client.track_nowait(IDS, "purchase", {"n": 1}))
-        elapsed = time.monotonic() - started
     assert failure.reason == "gave_up"
     assert "deadline" in str(failure)
     assert 1 < failure.attempts < 1_000
-    assert failure.attempts == len(api.requests)
-    assert 0.15 <= elapsed < 0.5
+    assert failure.attempts == len(api.requests) == len(clock.waits) + 1
+    # Every wait taken kept within the deadline; the next (at most 0.02 s) would
+    # have passed it.
+    assert 0.2 - 0.02 < sum(clock.waits) <= 0.2 + 1e-9
     assert api.event_count == 0
 
 

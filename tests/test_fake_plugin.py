@@ -154,21 +154,24 @@ def test_the_plugin_imports_nothing_until_used(pytester: pytest.Pytester) -> Non
         test_light="""
 import sys
 
+# Read at collection, once the plugin is loaded and before any test runs: the
+# tests may run in any order (pytest-randomly shuffles them).
+PLUGIN_LOADED = "pytest_trackasync" in sys.modules
+HEAVY = sorted(
+    name for name in sys.modules
+    if name.split(".")[0] in ("trackasync", "aiohttp", "msgspec")
+)
+
 
 def test_nothing_heavy_was_imported():
-    assert "pytest_trackasync" in sys.modules
-    heavy = sorted(
-        name for name in sys.modules
-        if name.split(".")[0] in ("trackasync", "aiohttp", "msgspec")
-    )
-    assert heavy == []
+    assert PLUGIN_LOADED
+    assert HEAVY == []
 
 
 def test_using_the_fixture_loads_it(fake_tracking_api):
     assert "aiohttp.web" in sys.modules
 """,
     )
-    # -p no:randomly etc. are not needed: the light test is collected first.
     result = _run(pytester, "-p", "no:anyio", "-p", "no:asyncio", "-v")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*test_nothing_heavy_was_imported PASSED*"])

@@ -170,3 +170,54 @@ def test_the_exit_hook_waits_for_the_largest_budget_not_their_sum(
     elapsed = time.monotonic() - float(done.stdout.split()[1])
     assert elapsed < 4.5, (elapsed, done.stderr)
     assert done.stderr.count("still undelivered at exit") == 3
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_dead_thread_wakes_producers_waiting_for_room(fake: ThreadedFake) -> None:
+    """Producers blocked for room when the loop's thread dies get a clear
+    ClientStateError at once, not a wait for room that can never come."""
+    from trackasync import ClientStateError
+
+    fake.call(lambda: setattr(fake.api, "response_delay", 5.0))
+    client = SyncClient(
+        **fake.client_kwargs(),
+        max_queue=1,
+        overflow="wait",
+        queue_timeout=60,
+        max_in_flight=1,
+        linger=0.0,
+    )
+    client.track(IDS, "a")
+    deadline = time.monotonic() + 10
+    while client.stats().in_flight < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    client.track(IDS, "b")  # the queue is full
+    raised: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            client.track(IDS, "c")
+        except BaseException as exc:
+            raised.append(exc)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    time.sleep(0.1)
+    runtime = client._runtime
+    assert runtime is not None
+
+    def broken() -> None:
+        raise RuntimeError("simulated crash")
+
+    runtime.loop.call_soon_threadsafe(setattr, runtime.loop, "_run_once", broken)
+    producer.join(10)
+    assert not producer.is_alive()
+    assert [type(e) for e in raised] == [ClientStateError]
+    assert "died" in str(raised[0])
+    # The dead loop's session and sockets can only be collected here.
+    del client, runtime
+    import gc
+
+    gc.collect()

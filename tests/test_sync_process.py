@@ -173,10 +173,13 @@ def test_interpreter_exit_flushes_an_unclosed_client(
 def test_interpreter_exit_is_bounded_and_says_what_was_lost(
     fake: ThreadedFake,
 ) -> None:
-    fake.call(lambda: setattr(fake.api, "response_delay", 5.0))
+    # The server would answer after a minute; the exit must not wait for it.
+    # Only the order of magnitude is checked: a loaded machine (or a coverage
+    # run measuring the subprocess) makes the interpreter itself slow to start.
+    fake.call(lambda: setattr(fake.api, "response_delay", 60.0))
     start = time.monotonic()
     done = _run_exit_script(fake, linger=30.0, shutdown=0.3)
-    assert time.monotonic() - start < 4.5
+    assert time.monotonic() - start < 30.0
     assert done.returncode == 0
     assert "Traceback" not in done.stderr
     assert "5 command(s) still undelivered at exit" in done.stderr

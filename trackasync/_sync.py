@@ -196,6 +196,13 @@ class _Runtime:
                 "trackasync: SyncClient: the background thread died (%s)",
                 type(exc).__name__,
             )
+            # Producers blocked for room would otherwise wait for nothing.
+            self.table.break_intake(
+                ClientStateError(
+                    "the SyncClient's background thread died "
+                    f"({type(exc).__name__}); create a new client"
+                )
+            )
             return
         finally:
             asyncio.set_event_loop(None)

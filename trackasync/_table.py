@@ -66,6 +66,7 @@ class CommandTable:
         "__weakref__",
         "_batch_bytes",
         "_batch_count",
+        "_broken",
         "_flying",
         "_inbox",
         "_inbox_dropped",
@@ -151,6 +152,8 @@ class CommandTable:
         # queue (per request, in bulk).
         self._tickets = maxsize
         self._thread_waiting = 0
+        # Why the loop's thread died, if it did: waiting for it is pointless.
+        self._broken: Exception | None = None
         # Set by the pipeline: runs a function in the loop's thread, soon.
         self._schedule: Callable[[Callable[[], None]], object] | None = None
 
@@ -330,6 +333,8 @@ class CommandTable:
         with self._lock:
             if self.closed:
                 raise ClientClosed("the client is closed; it takes no more commands")
+            if self._broken is not None:
+                raise self._broken
             overflow = self.overflow
             if overflow == "wait" or overflow == "raise":
                 if self._tickets <= 0:
@@ -367,6 +372,8 @@ class CommandTable:
             while self._tickets <= 0:
                 if self.closed:
                     raise ClientClosed("the client closed while waiting for room")
+                if self._broken is not None:
+                    raise self._broken
                 left = None if deadline is None else deadline - _monotonic()
                 if left is not None and left <= 0:
                     raise QueueFull(
@@ -380,6 +387,13 @@ class CommandTable:
                 raise ClientClosed("the client closed while waiting for room")
         finally:
             self._thread_waiting -= 1
+
+    def break_intake(self, error: Exception) -> None:
+        """The loop's thread died: every hand-over, waiting or new, raises
+        ``error`` instead of waiting for room that will never come."""
+        with self._lock:
+            self._broken = error
+            self._room.notify_all()
 
     def drain_inbox(self) -> None:
         """In the loop: move every handed-over command into the queue."""
