@@ -195,10 +195,11 @@ def test_a_dead_thread_wakes_producers_waiting_for_room(fake: ThreadedFake) -> N
         time.sleep(0.005)
     client.track(IDS, "b")  # the queue is full
     raised: list[BaseException] = []
+    track = client.track
 
     def produce() -> None:
         try:
-            client.track(IDS, "c")
+            track(IDS, "c")
         except BaseException as exc:
             raised.append(exc)
 
@@ -217,7 +218,7 @@ def test_a_dead_thread_wakes_producers_waiting_for_room(fake: ThreadedFake) -> N
     assert [type(e) for e in raised] == [ClientStateError]
     assert "died" in str(raised[0])
     # The dead loop's session and sockets can only be collected here.
-    del client, runtime
+    del client, runtime, track, producer
     import gc
 
     gc.collect()
