@@ -195,15 +195,15 @@ def test_a_dead_thread_wakes_producers_waiting_for_room(fake: ThreadedFake) -> N
         time.sleep(0.005)
     client.track(IDS, "b")  # the queue is full
     raised: list[BaseException] = []
-    track = client.track
 
-    def produce() -> None:
+    def produce(track: Any) -> None:
         try:
             track(IDS, "c")
         except BaseException as exc:
             raised.append(exc)
 
-    producer = threading.Thread(target=produce)
+    # Passed as an argument: the thread lets go of it when it ends.
+    producer = threading.Thread(target=produce, args=(client.track,))
     producer.start()
     time.sleep(0.1)
     runtime = client._runtime
@@ -218,7 +218,7 @@ def test_a_dead_thread_wakes_producers_waiting_for_room(fake: ThreadedFake) -> N
     assert [type(e) for e in raised] == [ClientStateError]
     assert "died" in str(raised[0])
     # The dead loop's session and sockets can only be collected here.
-    del client, runtime, track, producer
+    del client, runtime
     import gc
 
     gc.collect()
