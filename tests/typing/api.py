@@ -109,8 +109,20 @@ def use_sync_client() -> None:
     report: CloseReport = client.close(timeout=1.0)
     from_env: Client = Client.from_env(linger=0.1)
     sync_from_env: SyncClient = SyncClient.from_env(max_queue=10)
+    # Every Client option but transport, dry run and await window included.
+    dry = SyncClient(
+        "https://api.exponea.com",
+        "token",
+        auth=PublicToken("token"),
+        send=False,
+        await_linger=0.0,
+        proxy=None,
+        trust_env=False,
+    )
+    kept: int = report.kept + stats.kept + stats.recovered
+    last: str = report.last_errors.get("gave_up", "")
     del done, receipt, failure, update, waited, flushed, server_time, stats, report
-    del from_env, sync_from_env
+    del from_env, sync_from_env, dry, kept, last
 
 
 def use_close_on_sigterm(client: SyncClient) -> None:
