@@ -124,14 +124,13 @@ class Batcher:
                 return False
         sender = self._sender
         await sender.reserve()
+        # Never empty: only this loop takes commands out of the queue while it
+        # runs (drop_old replaces one, the close cancels this loop first).
         try:
             batch = table.take(self._max_count, self._max_bytes)
         except BaseException:
             sender.release()
             raise
-        if not batch:  # drained meanwhile (drop_old, close)
-            sender.release()
-            return False
         self._urgent = max(0, self._urgent - len(batch))
         sender.start(batch)
         return False
