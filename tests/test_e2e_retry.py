@@ -34,21 +34,22 @@ from .test_e2e import (
 
 
 class RetryClock:
-    """The sender's and the client's clock, moved only by the sender's retry
+    """The sender's and the client's (wall) clock, moved only by the sender's retry
     waits (which return at once): waits and deadlines are read exactly, on a
     loaded machine too, instead of from the wall clock."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         from trackasync import _client, _sender
 
-        self.now = time.monotonic()
+        self.now = time.time()
         #: Every retry wait the sender asked for, in seconds.
         self.waits: list[float] = []
         monkeypatch.setattr(_sender, "_sleep", self._sleep)
-        monkeypatch.setattr(_sender, "_monotonic", self._monotonic)
-        monkeypatch.setattr(_client, "_monotonic", self._monotonic)
+        monkeypatch.setattr(_sender, "_time", self._time)
+        monkeypatch.setattr(_client, "_time", self._time)
+        monkeypatch.setattr(_client, "_time_ns", lambda: int(self.now * 1e9))
 
-    def _monotonic(self) -> float:
+    def _time(self) -> float:
         return self.now
 
     async def _sleep(self, seconds: float) -> None:

@@ -126,6 +126,9 @@ def test_a_rejects_file_that_is_standard_input_is_refused(
 # -- a stopped run resumes without a loss or a double ---------------------------------------
 
 
+# Three runs of the command line, each in its own interpreter: slow under a
+# coverage run on a loaded machine.
+@pytest.mark.timeout(240)
 def test_an_interrupted_run_resumes_with_every_event_stored_once(
     fake: ThreadedFake, tmp_path: Path
 ) -> None:
