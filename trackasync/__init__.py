@@ -22,10 +22,11 @@ from ._exceptions import (
     RequestError as RequestError,
     RequestTimeout as RequestTimeout,
     ServerError as ServerError,
+    SpoolError as SpoolError,
     TrackError as TrackError,
     TransportError as TransportError,
 )
-from ._options import Mode as Mode
+from ._options import Durability as Durability, Mode as Mode
 from ._pipeline import ClientState as ClientState
 from ._stats import (
     CloseReport as CloseReport,
@@ -55,6 +56,7 @@ __all__ = (
     "ConfigError",
     "Delivery",
     "DeliveryFailed",
+    "Durability",
     "FlushResult",
     "InvalidEvent",
     "Limits",
@@ -72,6 +74,7 @@ __all__ = (
     "Response",
     "Retry",
     "ServerError",
+    "SpoolError",
     "Stats",
     "SyncClient",
     "SyncDelivery",

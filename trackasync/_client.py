@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -30,11 +31,13 @@ from ._hooks import ResultHook
 from ._log import CommandLog
 from ._options import (
     DEFAULT_AWAIT_LINGER,
+    DEFAULT_SPOOL_INTERVAL,
     DEFAULT_LINGER,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_QUEUE,
     DEFAULT_QUEUE_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT,
+    Durability,
     Mode,
     Options,
     timeout_arg,
@@ -98,6 +101,9 @@ class Client:
     - ``on_result``: a hook called with each command's ``Delivery`` at its outcome.
     - ``transport``: where requests go (default: aiohttp); ``allow_http``:
       plain http to a host other than this one; ``send=False``: a dry run.
+    - ``spool`` (None), ``durability`` ("durable"), ``spool_interval`` (0.2 s):
+      a directory where commands survive a crash until their outcome, and
+      when a command is on disk (see ``Durability``).
     """
 
     # Slots make the attribute reads of the per-call hot path cheaper.
@@ -113,9 +119,11 @@ class Client:
         "_offer",
         "_options",
         "_owner",
+        "_persistent",
         "_pipeline",
         "_queue_timeout",
         "_send",
+        "_synced",
         "_table",
         "_transport",
         "_try_offer",
@@ -145,6 +153,9 @@ class Client:
         transport: Transport | None = None,
         allow_http: bool = False,
         send: bool | None = None,
+        spool: str | os.PathLike[str] | None = None,
+        durability: Durability = "durable",
+        spool_interval: float = DEFAULT_SPOOL_INTERVAL,
     ) -> None:
         options = Options(
             base_url=base_url,
@@ -168,6 +179,9 @@ class Client:
             transport=transport,
             allow_http=allow_http,
             send=send,
+            spool=spool,
+            durability=durability,
+            spool_interval=spool_interval,
         )
         self._setup(options)
 
@@ -185,6 +199,8 @@ class Client:
     def _setup(
         self, options: Options, log: Callable[[], CommandLog] | None = None
     ) -> None:
+        if log is None and options.spool is not None:
+            log = _spool_factory(options)
         self._log_factory = log
         self._base = api_base(
             options.base_url, options.project_token, options.allow_http
@@ -230,6 +246,9 @@ class Client:
         self._owner = pipeline.owner
         self._offer = pipeline.table.offer
         self._try_offer = pipeline.table.try_offer
+        # With a spool: await track() returns once its command is on disk.
+        self._persistent = pipeline.table.log.persistent
+        self._synced = pipeline.table.log.synced
 
     def _after_fork_in_child(self) -> None:
         """In a child process: drop everything inherited and start afresh.
@@ -461,6 +480,10 @@ class Client:
         )
         if not self._try_offer(delivery):
             await self._table.put(delivery, self._queue_timeout)
+        if self._persistent:
+            synced = self._synced(delivery.seq)
+            if synced is not None:
+                await synced
         return delivery
 
     async def track_and_wait(
@@ -513,6 +536,10 @@ class Client:
         delivery = Delivery("customers", body, _time(), self._owner)
         if not self._try_offer(delivery):
             await self._table.put(delivery, self._queue_timeout)
+        if self._persistent:
+            synced = self._synced(delivery.seq)
+            if synced is not None:
+                await synced
         return delivery
 
     def _customer_body(
@@ -620,3 +647,22 @@ class Client:
             in_flight=in_flight,
             hooks_skipped=0 if hooks is None else hooks.skipped,
         )
+
+
+def _spool_factory(options: Options) -> Callable[[], CommandLog]:
+    """Makes the spool's log, one per process (again in a forked child). The
+    directory is checked at once, so an unsafe one raises at construction."""
+    from ._spool import SqliteLog
+    from ._spool_files import prepare_directory
+
+    assert options.spool is not None
+    directory = prepare_directory(options.spool)
+
+    def factory() -> CommandLog:
+        return SqliteLog(
+            directory,
+            durability=options.durability,
+            interval=options.spool_interval,
+        )
+
+    return factory

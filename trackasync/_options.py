@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypedDict
 
@@ -36,6 +37,21 @@ per command, to ``/customers/events`` or ``/customers``.
 """
 
 MODES: tuple[Mode, ...] = ("auto", "batch", "single")
+
+Durability = Literal["durable", "interval"]
+"""When a command given to a client with a ``spool`` is on disk.
+
+``"durable"`` (the default): ``await track()``/``update_customer()`` and
+``SyncClient.track()`` return only once the command is committed to the spool
+(concurrent calls share one transaction); nothing they accepted is lost on a
+crash or a power loss. ``"interval"``: commands are committed every
+``spool_interval`` seconds and nobody waits; a crash or a power loss loses at
+most the commands of the last interval. ``track_nowait`` never waits, whatever
+the setting. Both use SQLite's WAL mode with ``synchronous=FULL``.
+"""
+
+DURABILITIES: tuple[Durability, ...] = ("durable", "interval")
+DEFAULT_SPOOL_INTERVAL = 0.2
 
 DEFAULT_MAX_QUEUE = 10_000
 DEFAULT_QUEUE_TIMEOUT = 10.0
@@ -94,6 +110,14 @@ class Options:
     allow_http: bool = False
     #: False: a dry run that sends nothing (None: ``TRACKASYNC_SEND`` decides).
     send: bool | None = None
+    #: A directory where every accepted command is kept on disk until its
+    #: outcome, and sent by the next run if this one ends first (None: memory
+    #: only). Created 0700 if missing; one file per process.
+    spool: str | os.PathLike[str] | None = None
+    #: With a spool, when a command is on disk: see ``Durability``.
+    durability: Durability = "durable"
+    #: Under ``durability="interval"``, seconds between commits to the spool.
+    spool_interval: float = DEFAULT_SPOOL_INTERVAL
 
     def __post_init__(self) -> None:
         if not isinstance(self.auth, (PrivateKey, PublicToken)):
@@ -134,6 +158,15 @@ class Options:
             raise ConfigError("allow_http must be True or False")
         if self.send is not None and not isinstance(self.send, bool):
             raise ConfigError("send must be True, False or None")
+        if self.spool is not None and not isinstance(self.spool, (str, os.PathLike)):
+            raise ConfigError("spool must be a directory path or None")
+        if self.spool == "":
+            raise ConfigError("spool must be a directory path or None, not ''")
+        if self.durability not in DURABILITIES:
+            raise ConfigError(
+                f"durability must be one of {DURABILITIES}, got {self.durability!r}"
+            )
+        _positive("spool_interval", self.spool_interval)
 
     @property
     def the_retry(self) -> Retry:
@@ -185,6 +218,9 @@ class SyncClientOptions(TypedDict, total=False):
     on_result: ResultHook | None
     allow_http: bool
     send: bool | None
+    spool: str | os.PathLike[str] | None
+    durability: Durability
+    spool_interval: float
 
 
 class EnvOptions(SyncClientOptions, total=False):

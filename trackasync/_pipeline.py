@@ -50,6 +50,8 @@ HOOK_SHARE = 0.1
 # Commands recovered from a durable log per step, and how often a full queue is
 # looked at again for room for the next page.
 RECOVER_PAGE = 500
+# How long the close waits for a durable log to commit and close its file.
+LOG_CLOSE_GRACE = 5.0
 RECOVER_POLL = 0.05
 
 _monotonic = time.monotonic
@@ -329,7 +331,8 @@ class Pipeline:
     async def _close_resources(self) -> None:
         with anyio.move_on_after(CANCEL_GRACE):
             await self.transport.aclose()
-        with anyio.move_on_after(CANCEL_GRACE):
+        # A spool's last commit and its file's close take their own time.
+        with anyio.move_on_after(LOG_CLOSE_GRACE):
             await self.table.log.aclose()
         forget_owner(self.table.owner)
 
@@ -337,7 +340,8 @@ class Pipeline:
         """The loop died without letting the client stop (closed without
         cancelling its tasks): settle what is left here, synchronously."""
         self.life.state = CLOSING
-        self.table.close(keep=False)
+        # A durable log keeps what is left for the next run.
+        self.table.close(keep=True)
         self.finish()
 
     async def abandon(self, why: str) -> None:
@@ -356,7 +360,8 @@ class Pipeline:
         if left:
             logger.warning(message)
         try:
-            await self.halt()
+            # A durable log keeps what is left for the next run.
+            await self.halt(keep=True)
             if self.hooks is not None:
                 await self.hooks.halt()
             await self._close_resources()

@@ -341,7 +341,8 @@ class CommandTable:
             else:
                 self._inbox.append(delivery)
             self.enqueued += 1
-            self.seq = delivery.seq = self.seq + 1
+            # Its sequence number is given in the loop (drain_inbox), so that a
+            # log sees commands in the order of their numbers.
             if self._scheduled:
                 return
             self._scheduled = True
@@ -384,9 +385,11 @@ class CommandTable:
         if self.overflow in ("wait", "raise"):
             # Room was taken at the call.
             for delivery in items:
+                self.seq = delivery.seq = self.seq + 1
                 self._append(delivery)
         else:
             for delivery in items:
+                self.seq = delivery.seq = self.seq + 1
                 if len(self._items) >= self.maxsize:
                     self._overflow(delivery)
                 else:

@@ -1,0 +1,697 @@
+"""A durable ``CommandLog``: the spool, one SQLite file per process.
+
+Every command the table accepts is appended here; a command leaves when it
+reaches a final outcome. All file I/O runs on one writer thread per log, never
+on the event loop: the loop only appends to a queue of operations (a deque,
+safe between threads without a lock) and wakes the writer once per burst. The
+writer turns everything queued into one transaction (a group commit): the
+inserts of new commands, the deletes of settled ones and the attempt counts of
+kept ones. A command settled before it was written is never written at all.
+
+Two settings of durability (``Durability``), both with SQLite in WAL mode and
+``synchronous=FULL`` (each commit is fsynced before it counts):
+
+- ``"durable"``: the writer commits as soon as something is queued, and
+  ``synced(seq)`` gives callers an awaitable that completes once their command
+  is committed: ``await client.track()`` returns only then. Concurrent callers
+  share one transaction. Nothing a returned call accepted is lost, neither on a
+  crash nor on a power loss (as far as the disk honours fsync).
+- ``"interval"``: the writer commits at most every ``interval`` seconds and
+  nobody waits. A crash or a power loss loses at most the commands accepted in
+  the last ``interval`` seconds before it.
+
+At open, the log creates its own file and adopts every file of the directory
+whose owner is gone (``_spool_files``): their rows are copied into its own
+file in one transaction, oldest first, then the orphan is deleted. Adopted
+rows get negative sequence numbers (-1 the oldest), as the protocol asks, and
+come back to the table through ``recover`` a page at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import _spool_files as files
+from ._delivery import Delivery, Kind
+from ._exceptions import ConfigError, SpoolError
+from ._log import LogEntry
+from ._options import DEFAULT_SPOOL_INTERVAL, DURABILITIES, Durability
+
+logger = logging.getLogger("trackasync")
+
+# While the disk refuses writes, the writer tries again this often.
+_RETRY_FAILED = 1.0
+# How long the writer sleeps when there is nothing to do (it is woken sooner).
+_IDLE = 5.0
+# At interpreter exit, how long to wait for an unclosed spool's last commit.
+_EXIT_WAIT = 10.0
+
+_KIND_CODE: dict[str, int] = {"customers/events": 0, "customers": 1}
+_KINDS: tuple[Kind, ...] = ("customers/events", "customers")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS commands (
+    seq INTEGER PRIMARY KEY,
+    kind INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL
+)
+"""
+#: The file format's version, in SQLite's ``user_version``.
+FORMAT = 1
+
+
+def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
+    """A connection to a spool file in WAL mode with ``synchronous=FULL``
+    (never creating the file unless ``create``)."""
+    mode = "rwc" if create else "rw"
+    conn = sqlite3.connect(
+        f"file:{path}?mode={mode}",
+        uri=True,
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=10.0,
+    )
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+class _Job:
+    """Work for the writer thread that answers a waiting coroutine (if any)."""
+
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(
+        self,
+        fn: Callable[[], Any],
+        loop: asyncio.AbstractEventLoop | None = None,
+        future: asyncio.Future[Any] | None = None,
+    ) -> None:
+        self.fn = fn
+        self.loop = loop
+        self.future = future
+
+
+class _Settle(list[int]):
+    """Sequence numbers to delete (an operation in the queue)."""
+
+
+class _Release(list[tuple[int, int]]):
+    """(seq, attempts) to update at a close that keeps."""
+
+
+# Every log with a running writer: flushed and stopped at interpreter exit.
+_live: weakref.WeakSet[SqliteLog] = weakref.WeakSet()
+
+
+class SqliteLog:
+    """A spool in ``directory``: see the module's docstring."""
+
+    persistent = True
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        durability: Durability = "durable",
+        interval: float = DEFAULT_SPOOL_INTERVAL,
+    ) -> None:
+        if durability not in DURABILITIES:
+            raise ConfigError(
+                f"durability must be one of {DURABILITIES}, got {durability!r}"
+            )
+        self.directory = files.prepare_directory(directory)
+        self.durability = durability
+        self.durable = durability == "durable"
+        self.interval = interval
+        self.name = files.new_name()
+        self.path = files.spool_path(self.directory, self.name)
+        self._ops: collections.deque[Any] = collections.deque()
+        self._wake = threading.Event()
+        self._urgent = threading.Event()
+        self._awake = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        # The highest sequence number whose command is committed (or settled,
+        # so no longer needing to be): read by the loop, written by the writer.
+        self._durable_seq = 0
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = (
+            collections.deque()
+        )
+        self._cond = threading.Condition()
+        self._thread_waiters = 0
+        #: Why the last commit failed, until one succeeds.
+        self.failure: SpoolError | None = None
+        self._stopping = False
+        self._closed = False
+        self._close_requested = False
+        self._forked = False
+        # Adopted rows not yet handed to the table, and the next to hand over.
+        self._backlog = 0
+        self._cursor = 0
+        self._adopted = 0
+        # Commands written and not deleted, and their body bytes (for stats).
+        self.rows = 0
+        self.nbytes = 0
+        #: Transactions committed, and commands inserted by them (for benchmarks).
+        self.commits = 0
+        self.inserted = 0
+        # A test seam: SQLite's max_page_count for this file (a full disk).
+        self._max_pages: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<SqliteLog {str(self.path)!r} {self.durability}>"
+
+    # -- the loop's side ---------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._forked:
+            raise SpoolError("this spool belongs to the parent process")
+        if self._loop is None:
+            self._loop = asyncio._get_running_loop()
+        thread = threading.Thread(
+            target=self._run, name="trackasync-spool", daemon=False
+        )
+        self._thread = thread
+        _live.add(self)
+        thread.start()
+
+    async def open(self) -> None:
+        await self._job(self._open_and_adopt)
+
+    def append(self, commands: Sequence[Delivery]) -> None:
+        if self._thread is None:
+            self._start()
+        self._ops.extend(commands)
+        if not self._awake:
+            self._awake = True
+            self._wake.set()
+
+    def synced(self, seq: int) -> Awaitable[None] | None:
+        if not self.durable or seq <= self._durable_seq:
+            return None
+        failure = self.failure
+        loop = self._loop
+        assert loop is not None, "synced() before any append"
+        future: asyncio.Future[None] = loop.create_future()
+        if failure is not None:
+            future.set_exception(failure)
+            return future
+        self._waiters.append((seq, future))
+        # The writer may have committed between the check above and the
+        # append: look again, so no waiter is left for a commit already made.
+        if seq <= self._durable_seq:
+            self._resolve(self._durable_seq)
+        return future
+
+    def wait_durable(self, delivery: Delivery, timeout: float) -> bool:
+        """From a thread other than the loop's (``SyncClient``): wait up to
+        ``timeout`` for ``delivery`` to be committed; True once it is (or no
+        longer needs to be). Raises ``SpoolError`` if the disk refuses it."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                seq = delivery.seq
+                if delivery.done() or self._closed or (
+                    seq and seq <= self._durable_seq
+                ):
+                    return True
+                if self.failure is not None and seq:
+                    raise self.failure
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._thread_waiters += 1
+                try:
+                    self._cond.wait(left)
+                finally:
+                    self._thread_waiters -= 1
+
+    def settle(self, seqs: Sequence[int]) -> None:
+        if seqs:
+            self._ops.append(_Settle(seqs))
+            if not self._awake:
+                self._awake = True
+                self._wake.set()
+
+    def release(self, commands: Sequence[Delivery]) -> None:
+        if commands and self._thread is not None:
+            self._ops.append(_Release((c.seq, c.attempts) for c in commands))
+            self._urgent.set()
+            self._wake.set()
+
+    async def recover(self, limit: int) -> list[LogEntry]:
+        if not self._backlog:
+            return []
+        entries: list[LogEntry] = await self._job(lambda: self._read_page(limit))
+        return entries
+
+    def backlog(self) -> int:
+        return self._backlog
+
+    async def aclose(self) -> None:
+        if self._thread is None or self._closed:
+            self._closed = True
+            return
+        self._close_requested = True
+        await self._job(self._close_files)
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: the writer thread does not exist here, and the
+        file, the connection and the lock are the parent's. The lock's inherited
+        descriptor is closed (the lock stays the parent's: it ends with the
+        parent's own descriptor); the connection is kept referenced forever and
+        never used, so no finalizer checkpoints or closes the parent's file."""
+        from . import _fork
+
+        self._forked = True
+        self._closed = True
+        _fork.keep_forever((self._conn, self._thread))
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
+        _live.discard(self)
+
+    async def _job(self, fn: Callable[[], Any]) -> Any:
+        if self._thread is None:
+            self._start()
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        future: asyncio.Future[Any] = loop.create_future()
+        self._ops.append(_Job(fn, loop, future))
+        self._urgent.set()
+        self._wake.set()
+        # The writer finishes the job even if this caller is cancelled.
+        return await asyncio.shield(future)
+
+    def _resolve(self, durable: int) -> None:
+        """In the loop: wake the callers whose command is committed."""
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= durable:
+            _, future = waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+
+    def _fail_waiters(self, error: SpoolError) -> None:
+        waiters, self._waiters = self._waiters, collections.deque()
+        for _, future in waiters:
+            if not future.done():
+                future.set_exception(error)
+
+    # -- the writer thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        inserts: dict[int, tuple[int, int, bytes, float, int]] = {}
+        deletes: set[int] = set()
+        updates: dict[int, int] = {}
+        last_commit = time.monotonic()
+        try:
+            while True:
+                timeout = _RETRY_FAILED if self.failure is not None else _IDLE
+                self._wake.wait(timeout)
+                if not self.durable and not self._stopping:
+                    # Interval: let a transaction's worth gather, unless a job
+                    # (recover, close) is waiting.
+                    left = self.interval - (time.monotonic() - last_commit)
+                    if left > 0:
+                        self._urgent.wait(left)
+                self._wake.clear()
+                self._urgent.clear()
+                self._awake = False
+                top = self._drain(inserts, deletes, updates)
+                if inserts or deletes or updates:
+                    self._commit(inserts, deletes, updates, top)
+                    last_commit = time.monotonic()
+                elif top > self._durable_seq:
+                    self._advance(top)
+                if self._run_jobs(inserts, deletes, updates):
+                    return
+        except BaseException:
+            logger.exception("trackasync: the spool's writer thread failed")
+            self.failure = SpoolError("the spool's writer thread failed")
+            raise
+        finally:
+            _live.discard(self)
+
+    def _drain(
+        self,
+        inserts: dict[int, tuple[int, int, bytes, float, int]],
+        deletes: set[int],
+        updates: dict[int, int],
+    ) -> int:
+        """Move queued operations up to the first job into the transaction;
+        returns the highest sequence number appended."""
+        ops = self._ops
+        top = self._durable_seq
+        code = _KIND_CODE
+        while ops:
+            op = ops[0]
+            if isinstance(op, Delivery):
+                ops.popleft()
+                seq = op.seq
+                if seq > top:
+                    top = seq
+                inserts[seq] = (seq, code[op.kind], op.body, op.created, op.attempts)
+            elif isinstance(op, _Settle):
+                ops.popleft()
+                for seq in op:
+                    # Settled before it was written: never write it.
+                    if inserts.pop(seq, None) is None:
+                        deletes.add(seq)
+                    updates.pop(seq, None)
+            elif isinstance(op, _Release):
+                ops.popleft()
+                for seq, attempts in op:
+                    row = inserts.get(seq)
+                    if row is not None:
+                        inserts[seq] = (*row[:4], attempts)
+                    else:
+                        updates[seq] = attempts
+            else:
+                break
+        return top
+
+    def _run_jobs(
+        self,
+        inserts: dict[int, tuple[int, int, bytes, float, int]],
+        deletes: set[int],
+        updates: dict[int, int],
+    ) -> bool:
+        """Run the jobs at the head of the queue (what came before each is
+        committed first); True when the log closed."""
+        ops = self._ops
+        while ops and isinstance(ops[0], _Job):
+            job: _Job = ops.popleft()
+            try:
+                result = job.fn()
+            except BaseException as exc:
+                _answer(job, None, exc)
+            else:
+                _answer(job, result, None)
+            if self._stopping:
+                return True
+            top = self._drain(inserts, deletes, updates)
+            if inserts or deletes or updates:
+                self._commit(inserts, deletes, updates, top)
+        return False
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._create_own()
+        assert self._conn is not None
+        return self._conn
+
+    def _create_own(self) -> None:
+        """Take this process's lock, then create its file (0600)."""
+        lock = files.lock_path(self.directory, self.name)
+        fd = files.take_lock(lock, create=True)
+        if fd is None:  # pragma: no cover - the name is this process's own
+            raise SpoolError(f"spool: cannot lock {str(lock)!r}")
+        self._lock_fd = fd
+        files.create_private(self.path)
+        conn = connect(self.path, create=True)
+        conn.execute(SCHEMA)
+        conn.execute(f"PRAGMA user_version={FORMAT}")
+        if self._max_pages is not None:
+            conn.execute(f"PRAGMA max_page_count={self._max_pages}")
+        self._conn = conn
+
+    def _commit(
+        self,
+        inserts: dict[int, tuple[int, int, bytes, float, int]],
+        deletes: set[int],
+        updates: dict[int, int],
+        top: int,
+    ) -> None:
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if inserts:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO commands VALUES (?, ?, ?, ?, ?)",
+                        inserts.values(),
+                    )
+                if deletes:
+                    conn.executemany(
+                        "DELETE FROM commands WHERE seq = ?",
+                        [(seq,) for seq in deletes],
+                    )
+                if updates:
+                    conn.executemany(
+                        "UPDATE commands SET attempts = ? WHERE seq = ?",
+                        [(a, seq) for seq, a in updates.items()],
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            self._failed(exc)
+            return
+        self.commits += 1
+        self.inserted += len(inserts)
+        self.rows += len(inserts) - len(deletes)
+        self.nbytes += sum(len(row[2]) for row in inserts.values())
+        inserts.clear()
+        deletes.clear()
+        updates.clear()
+        if self.failure is not None:
+            logger.warning("trackasync: the spool writes again: %s", self.path)
+            self.failure = None
+        self._advance(top)
+
+    def _advance(self, top: int) -> None:
+        with self._cond:
+            self._durable_seq = top
+            if self._thread_waiters:
+                self._cond.notify_all()
+        loop = self._loop
+        if self._waiters and loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._resolve, top)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+    def _failed(self, exc: BaseException) -> None:
+        full = isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
+        error = SpoolError(
+            f"the spool cannot write to {str(self.path)!r}: "
+            + (
+                "the disk is full"
+                if full
+                else f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, sqlite3.Error)
+                else f"{exc.strerror}"
+                if isinstance(exc, OSError)
+                else type(exc).__name__
+            )
+            + "; the commands not yet written stay queued in memory and are "
+            "written once it can; what was written before is kept"
+        )
+        if self.failure is None:
+            logger.error("trackasync: %s", error)
+        self.failure = error
+        with self._cond:
+            if self._thread_waiters:
+                self._cond.notify_all()
+        loop = self._loop
+        if self._waiters and loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._fail_waiters, error)
+            except RuntimeError:
+                pass
+
+    # -- jobs (run by the writer thread) -------------------------------------------------
+
+    def _open_and_adopt(self) -> None:
+        conn = self._connection()
+        for stale in files.stale_locks(self.directory):
+            fd = files.take_lock(stale, create=False)
+            if fd is not None:
+                files.release_lock(fd, stale)
+        for orphan in files.spool_files(self.directory, exclude=self.name):
+            self._adopt(conn, orphan)
+
+    def _adopt(self, conn: sqlite3.Connection, orphan: files.SpoolFile) -> None:
+        lock = files.lock_path(self.directory, orphan.name)
+        fd = files.take_lock(lock, create=True)
+        if fd is None:
+            return  # its owner lives, or another process adopts it now
+        try:
+            if not orphan.path.exists():
+                return  # adopted and deleted by another process meanwhile
+            try:
+                files.check_regular(orphan.path)
+            except ConfigError as exc:
+                logger.error("trackasync: %s", exc)
+                return
+            try:
+                count, size = self._copy(conn, orphan.path)
+            except sqlite3.DatabaseError as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("DETACH DATABASE orphan")
+                target = files.move_aside(orphan.path)
+                logger.error(
+                    "trackasync: the spool file %s is unreadable (%s: %s); moved "
+                    "aside to %s, untouched: its commands were NOT sent",
+                    orphan.path,
+                    type(exc).__name__,
+                    exc,
+                    target,
+                )
+                return
+            files.remove_spool(orphan.path)
+            if count:
+                logger.info(
+                    "trackasync: adopted %d command(s) (%d bytes) from %s",
+                    count,
+                    size,
+                    orphan.path.name,
+                )
+        finally:
+            files.release_lock(fd, lock)
+
+    def _copy(self, conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
+        """Copy an orphan's rows into this file in one transaction, oldest
+        first, numbered below the rows adopted so far."""
+        conn.execute("ATTACH DATABASE ? AS orphan", (f"file:{path}?mode=rw",))
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            (has_table,) = conn.execute(
+                "SELECT count(*) FROM orphan.sqlite_master WHERE name = 'commands'"
+            ).fetchone()
+            count = size = 0
+            if has_table:
+                base = self._adopted
+                conn.execute(
+                    "INSERT INTO commands SELECT "
+                    "-(? + row_number() OVER (ORDER BY created, seq)), "
+                    "kind, body, created, attempts FROM orphan.commands",
+                    (base,),
+                )
+                count, size = conn.execute(
+                    "SELECT count(*), coalesce(sum(length(body)), 0) "
+                    "FROM commands WHERE seq < ?",
+                    (-base,),
+                ).fetchone()
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.execute("DETACH DATABASE orphan")
+        self._adopted += count
+        self._backlog += count
+        self.rows += count
+        self.nbytes += size
+        return count, size
+
+    def _read_page(self, limit: int) -> list[LogEntry]:
+        conn = self._connection()
+        rows = conn.execute(
+            "SELECT seq, kind, body, created, attempts FROM commands "
+            "WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+            (self._cursor, limit),
+        ).fetchall()
+        entries = [
+            LogEntry(seq, _KINDS[kind], body, created, attempts)
+            for seq, kind, body, created, attempts in rows
+        ]
+        if entries:
+            self._cursor = entries[-1].seq
+        self._backlog = (
+            0 if len(entries) < limit else max(0, self._backlog - len(entries))
+        )
+        return entries
+
+    def _close_files(self) -> None:
+        """Everything is committed by now: delete the file if it holds nothing,
+        else keep it for the next process; let the lock go either way."""
+        self._stopping = True
+        self._closed = True
+        conn = self._conn
+        if conn is None:
+            return
+        (left,) = conn.execute("SELECT count(*) FROM commands").fetchone()
+        conn.close()
+        self._conn = None
+        if not left:
+            files.remove_spool(self.path)
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            files.release_lock(fd, files.lock_path(self.directory, self.name))
+        with self._cond:
+            self._durable_seq = 1 << 62
+            self._cond.notify_all()
+
+    def stop_at_exit(self) -> None:
+        """At interpreter exit without a close: commit what is queued and stop
+        (the file stays, unlocked, for the next process to adopt)."""
+        thread = self._thread
+        if (
+            thread is None
+            or self._closed
+            or self._close_requested
+            or not thread.is_alive()
+        ):
+            # Closing already: the interpreter joins the writer (not a daemon).
+            return
+        self._close_requested = True
+        self._ops.append(_Job(self._close_files))
+        self._urgent.set()
+        self._wake.set()
+        thread.join(_EXIT_WAIT)
+
+
+def _answer(job: _Job, result: Any, error: BaseException | None) -> None:
+    future, loop = job.future, job.loop
+    if future is None or loop is None:
+        return
+
+    def settle() -> None:
+        assert future is not None
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the loop is closed
+        pass
+
+
+def _stop_all_at_exit() -> None:
+    for log in list(_live):
+        try:
+            log.stop_at_exit()
+        except Exception:
+            logger.exception("trackasync: stopping a spool at exit failed")
+
+
+_register_exit = getattr(threading, "_register_atexit", None)
+if _register_exit is not None:
+    _register_exit(_stop_all_at_exit)
+else:  # pragma: no cover
+    import atexit
+
+    atexit.register(_stop_all_at_exit)
