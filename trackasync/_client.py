@@ -31,12 +31,12 @@ from ._hooks import ResultHook
 from ._log import CommandLog
 from ._options import (
     DEFAULT_AWAIT_LINGER,
-    DEFAULT_SPOOL_INTERVAL,
     DEFAULT_LINGER,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_QUEUE,
     DEFAULT_QUEUE_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_SPOOL_INTERVAL,
     Durability,
     Mode,
     Options,

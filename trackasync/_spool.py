@@ -227,8 +227,10 @@ class SqliteLog:
         with self._cond:
             while True:
                 seq = delivery.seq
-                if delivery.done() or self._closed or (
-                    seq and seq <= self._durable_seq
+                if (
+                    delivery.done()
+                    or self._closed
+                    or (seq and seq <= self._durable_seq)
                 ):
                     return True
                 if self.failure is not None and seq:
@@ -483,10 +485,9 @@ class SqliteLog:
                 self._cond.notify_all()
         loop = self._loop
         if self._waiters and loop is not None:
-            try:
+            # A closed loop has nobody waiting any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._resolve, top)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                pass
 
     def _failed(self, exc: BaseException) -> None:
         full = isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
@@ -512,10 +513,8 @@ class SqliteLog:
                 self._cond.notify_all()
         loop = self._loop
         if self._waiters and loop is not None:
-            try:
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._fail_waiters, error)
-            except RuntimeError:
-                pass
 
     # -- jobs (run by the writer thread) -------------------------------------------------
 
@@ -674,10 +673,8 @@ def _answer(job: _Job, result: Any, error: BaseException | None) -> None:
         else:
             future.set_result(result)
 
-    try:
+    with contextlib.suppress(RuntimeError):  # the loop is closed
         loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # the loop is closed
-        pass
 
 
 def _stop_all_at_exit() -> None:
