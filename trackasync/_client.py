@@ -101,7 +101,7 @@ class Client:
     - ``on_result``: a hook called with each command's ``Delivery`` at its outcome.
     - ``transport``: where requests go (default: aiohttp); ``allow_http``:
       plain http to a host other than this one; ``send=False``: a dry run.
-    - ``spool`` (None), ``durability`` ("durable"), ``spool_interval`` (0.2 s):
+    - ``spool`` (None), ``durability`` ("durable"), ``spool_interval`` (1 s):
       a directory where commands survive a crash until their outcome, and
       when a command is on disk (see ``Durability``).
     """

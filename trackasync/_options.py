@@ -51,7 +51,7 @@ the setting. Both use SQLite's WAL mode with ``synchronous=FULL``.
 """
 
 DURABILITIES: tuple[Durability, ...] = ("durable", "interval")
-DEFAULT_SPOOL_INTERVAL = 0.2
+DEFAULT_SPOOL_INTERVAL = 1.0
 
 DEFAULT_MAX_QUEUE = 10_000
 DEFAULT_QUEUE_TIMEOUT = 10.0

@@ -54,6 +54,10 @@ logger = logging.getLogger("trackasync")
 _RETRY_FAILED = 1.0
 # How long the writer sleeps when there is nothing to do (it is woken sooner).
 _IDLE = 5.0
+# Durable: how long the writer waits for more callers before a commit, in
+# steps of _GATHER_STEP while more keep arriving (at most their product).
+_GATHER_STEP = 0.0002
+_GATHER_STEPS = 5
 # At interpreter exit, how long to wait for an unclosed spool's last commit.
 _EXIT_WAIT = 10.0
 
@@ -171,8 +175,6 @@ class SqliteLog:
         #: Transactions committed, and commands inserted by them (for benchmarks).
         self.commits = 0
         self.inserted = 0
-        # A test seam: SQLite's max_page_count for this file (a full disk).
-        self._max_pages: int | None = None
 
     def __repr__(self) -> str:
         return f"<SqliteLog {str(self.path)!r} {self.durability}>"
@@ -326,7 +328,9 @@ class SqliteLog:
             while True:
                 timeout = _RETRY_FAILED if self.failure is not None else _IDLE
                 self._wake.wait(timeout)
-                if not self.durable and not self._stopping:
+                if self.durable:
+                    self._gather()
+                elif not self._stopping:
                     # Interval: let a transaction's worth gather, unless a job
                     # (recover, close) is waiting.
                     left = self.interval - (time.monotonic() - last_commit)
@@ -349,6 +353,19 @@ class SqliteLog:
             raise
         finally:
             _live.discard(self)
+
+    def _gather(self) -> None:
+        """Durable: callers woken by the last commit call again within a moment
+        of each other; wait while they keep coming (briefly: a commit's fsync
+        takes far longer) so that they share the next transaction."""
+        ops = self._ops
+        seen = len(ops)
+        for _ in range(_GATHER_STEPS):
+            time.sleep(_GATHER_STEP)
+            now = len(ops)
+            if now == seen:
+                return
+            seen = now
 
     def _drain(
         self,
@@ -429,8 +446,6 @@ class SqliteLog:
         conn = connect(self.path, create=True)
         conn.execute(SCHEMA)
         conn.execute(f"PRAGMA user_version={FORMAT}")
-        if self._max_pages is not None:
-            conn.execute(f"PRAGMA max_page_count={self._max_pages}")
         self._conn = conn
 
     def _commit(
@@ -450,9 +465,11 @@ class SqliteLog:
                         inserts.values(),
                     )
                 if deletes:
+                    # An answer settles a run of consecutive commands: one
+                    # statement per run, not per command.
                     conn.executemany(
-                        "DELETE FROM commands WHERE seq = ?",
-                        [(seq,) for seq in deletes],
+                        "DELETE FROM commands WHERE seq BETWEEN ? AND ?",
+                        _runs(deletes),
                     )
                 if updates:
                     conn.executemany(
@@ -657,6 +674,20 @@ class SqliteLog:
         self._urgent.set()
         self._wake.set()
         thread.join(_EXIT_WAIT)
+
+
+def _runs(seqs: set[int]) -> list[tuple[int, int]]:
+    """Sorted runs of consecutive numbers, as (first, last) pairs."""
+    ordered = sorted(seqs)
+    runs: list[tuple[int, int]] = []
+    first = last = ordered[0]
+    for seq in ordered[1:]:
+        if seq != last + 1:
+            runs.append((first, last))
+            first = seq
+        last = seq
+    runs.append((first, last))
+    return runs
 
 
 def _answer(job: _Job, result: Any, error: BaseException | None) -> None:

@@ -35,6 +35,7 @@ from ._client import Client
 from ._delivery import Delivery, Receipt
 from ._exceptions import ClientClosed, ClientStateError, ConfigError, DeliveryFailed
 from ._options import SyncClientOptions, check_names, timeout_arg
+from ._spool import SqliteLog
 from ._stats import CloseReport, FlushResult, Stats
 
 if TYPE_CHECKING:
@@ -140,6 +141,9 @@ class _Runtime:
         self.event = client._event
         self.customer = client._customer
         self.table = client._pipeline.table
+        # With a durable spool, track() returns once its command is on disk.
+        log = self.table.log
+        self.spool = log if isinstance(log, SqliteLog) and log.durable else None
         self.closing = False
         self.forked = False
         self.failure: BaseException | None = None
@@ -234,6 +238,11 @@ class _Runtime:
         except RuntimeError:  # the loop is closed: the thread is gone
             self.check_alive()
             raise
+        spool = self.spool
+        if spool is not None and not self.in_loop_thread():
+            # Group commit: the callers of every thread share a transaction.
+            while not spool.wait_durable(delivery, _LIVENESS_POLL):
+                self.check_alive()
 
     # -- calls into the loop ---------------------------------------------------------
 
@@ -520,7 +529,8 @@ class SyncClient:
         *,
         timestamp: object = None,
     ) -> SyncDelivery:
-        """Queue an event and return its handle at once (no network wait).
+        """Queue an event and return its handle at once (no network wait; with
+        a durable spool, once the event is on disk).
 
         Raises ``InvalidEvent`` for bad input, and ``QueueFull`` when full under
         "raise" (or after ``queue_timeout`` under "wait", which blocks this thread).
