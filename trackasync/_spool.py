@@ -161,6 +161,8 @@ class SqliteLog:
         self._thread_waiters = 0
         #: Why the last commit failed, until one succeeds.
         self.failure: SpoolError | None = None
+        #: True once open() adopted what the directory held.
+        self.opened = False
         self._stopping = False
         self._closed = False
         self._close_requested = False
@@ -543,6 +545,7 @@ class SqliteLog:
                 files.release_lock(fd, stale)
         for orphan in files.spool_files(self.directory, exclude=self.name):
             self._adopt(conn, orphan)
+        self.opened = True
 
     def _adopt(self, conn: sqlite3.Connection, orphan: files.SpoolFile) -> None:
         lock = files.lock_path(self.directory, orphan.name)
