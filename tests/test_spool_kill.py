@@ -43,8 +43,8 @@ class Producer:
 
     def __init__(self, mode: str, base_url: str, spool: Path, first: int) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.spool_producer", mode, base_url, str(spool)]
-            + [str(first)],
+            [sys.executable, "-m", "tests.spool_producer", mode, base_url]
+            + [str(spool), str(first)],
             stdout=subprocess.PIPE,
             cwd=ROOT,
         )
@@ -83,7 +83,9 @@ async def drain(base_url: str, spool: Path) -> Client:
     async with client:
         log = client._pipeline.table.log
         assert isinstance(log, SqliteLog)
-        while not log.opened:
+        for _ in range(6000):
+            if log.opened:
+                break
             await asyncio.sleep(0.01)
         await client.flush()
         deadline = time.monotonic() + 120
