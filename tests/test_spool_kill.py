@@ -42,9 +42,9 @@ class Producer:
     """One producing process; collects the numbers it acknowledged, with when."""
 
     def __init__(self, mode: str, base_url: str, spool: Path, first: int) -> None:
+        command = [sys.executable, "-m", "tests.spool_producer", mode, base_url]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.spool_producer", mode, base_url]
-            + [str(spool), str(first)],
+            [*command, str(spool), str(first)],
             stdout=subprocess.PIPE,
             cwd=ROOT,
         )
