@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="LINES",
         help="warn above this many lines (default: %(default)s)",
     )
+    add(
+        "--spool",
+        metavar="DIR",
+        help="keep accepted lines in this spool directory until delivered "
+        "(TRACKASYNC_SPOOL; TRACKASYNC_DURABILITY=interval for speed)",
+    )
     add("--quiet", action="store_true", help="no progress, only the summary")
     return parser
 
@@ -281,6 +287,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         if not (args.key_id and args.secret):
             raise ConfigError("--key-id and --secret go together")
         overrides["auth"] = PrivateKey(args.key_id, args.secret)
+    if getattr(args, "spool", None):
+        overrides["spool"] = args.spool
     return client_kwargs(overrides)
 
 
