@@ -312,3 +312,50 @@ def test_options_validate_the_spool_settings(tmp_path: Path) -> None:
         spooled(tmp_path, RecordingTransport(), spool_interval=0)
     with pytest.raises(ConfigError, match="spool"):
         Client(BASE_URL, PROJECT, auth=AUTH, spool=3)  # type: ignore[arg-type]
+
+
+async def test_durable_calls_return_when_their_commands_settle_before_written(
+    tmp_path: Path,
+) -> None:
+    """With a fast API, commands are often delivered before the writer gets to
+    them: they are never written, and the durable calls still return."""
+    client = spooled(tmp_path, RecordingTransport())
+    async with client:
+        await client.flush()
+        await asyncio.sleep(0.05)  # the spool is open
+        for _ in range(5):
+            calls = [client.track(IDS, "view", {"n": n}) for n in range(100)]
+            await asyncio.wait_for(asyncio.gather(*calls), 20)
+    assert client.stats().delivered == 500
+
+
+async def test_a_command_settled_while_the_spool_opens_needs_no_commit(
+    tmp_path: Path,
+) -> None:
+    """A command appended and settled while the log is busy adopting an
+    orphan is never written, and its durable wait still ends."""
+    import time
+
+    from trackasync._delivery import Delivery
+    from trackasync._spool import SCHEMA
+
+    orphan = sqlite3.connect(tmp_path / "1-orphan.spool")
+    orphan.execute(SCHEMA)
+    orphan.executemany(
+        "INSERT INTO commands VALUES (?, 0, ?, ?, 0)",
+        [(n, b'{"n":%d}' % n, 1.0 + n) for n in range(1, 30_001)],
+    )
+    orphan.commit()
+    orphan.close()
+    log = SqliteLog(tmp_path)
+    opening = asyncio.ensure_future(log.open())
+    await asyncio.sleep(0)  # the adoption has started in the writer
+    command = Delivery("customers/events", b"{}", time.time(), 0, 1)
+    log.append([command])
+    waiter = log.synced(1)
+    assert waiter is not None
+    log.settle([1])
+    await asyncio.wait_for(opening, 30)
+    assert log.backlog() == 30_000
+    await asyncio.wait_for(waiter, 10)
+    await log.aclose()

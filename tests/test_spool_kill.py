@@ -103,6 +103,7 @@ def stored_numbers(api: FakeTrackingAPI) -> collections.Counter[int]:
     )
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("mode", ["async", "sync", "interval"])
 def test_sigkill_at_random_moments_loses_nothing_a_durable_call_accepted(
     tmp_path: Path, mode: str
@@ -147,6 +148,7 @@ def test_sigkill_at_random_moments_loses_nothing_a_durable_call_accepted(
     assert [p for p in spool.iterdir() if p.suffix == ".spool"] == []
 
 
+@pytest.mark.timeout(300)
 def test_a_terminated_pool_loses_nothing_its_workers_accepted(tmp_path: Path) -> None:
     """multiprocessing.Pool workers with a SyncClient on one spool directory,
     terminated mid-work (SIGTERM, no exit hooks): the next process sends every
@@ -175,6 +177,7 @@ def test_a_terminated_pool_loses_nothing_its_workers_accepted(tmp_path: Path) ->
     assert [n for n in acked if stored[n] != 1] == []
 
 
+@pytest.mark.timeout(300)
 def test_a_forked_child_that_ends_with_os_exit_loses_nothing(tmp_path: Path) -> None:
     """A child forked from a process whose client has a spool writes its own
     file (never the parent's), ends with os._exit without closing, and the

@@ -342,11 +342,8 @@ class SqliteLog:
                 self._urgent.clear()
                 self._awake = False
                 top = self._drain(inserts, deletes, updates)
-                if inserts or deletes or updates:
-                    self._commit(inserts, deletes, updates, top)
+                if self._write(inserts, deletes, updates, top):
                     last_commit = time.monotonic()
-                elif top > self._durable_seq:
-                    self._advance(top)
                 if self._run_jobs(inserts, deletes, updates):
                     return
         except BaseException:
@@ -427,8 +424,24 @@ class SqliteLog:
             if self._stopping:
                 return True
             top = self._drain(inserts, deletes, updates)
-            if inserts or deletes or updates:
-                self._commit(inserts, deletes, updates, top)
+            self._write(inserts, deletes, updates, top)
+        return False
+
+    def _write(
+        self,
+        inserts: dict[int, tuple[int, int, bytes, float, int]],
+        deletes: set[int],
+        updates: dict[int, int],
+        top: int,
+    ) -> bool:
+        """Commit what the transaction holds, if anything (True if it did);
+        either way, commands up to ``top`` need nothing more."""
+        if inserts or deletes or updates:
+            self._commit(inserts, deletes, updates, top)
+            return True
+        if top > self._durable_seq:
+            # All of them settled before they were written.
+            self._advance(top)
         return False
 
     def _connection(self) -> sqlite3.Connection:
