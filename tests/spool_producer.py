@@ -26,7 +26,36 @@ def _say(n: int) -> None:
     os.write(1, b"%d\n" % n)
 
 
+def adopt(spool: str, go: str) -> None:
+    """Wait for ``go`` to exist, open a log on ``spool`` (adopting what it
+    can), print every body it recovered, one hex line each, and settle it."""
+    import time
+
+    from trackasync._spool import SqliteLog
+
+    while not os.path.exists(go):
+        time.sleep(0.001)
+
+    async def run() -> None:
+        log = SqliteLog(spool)
+        await log.open()
+        while True:
+            entries = await log.recover(100)
+            if not entries:
+                break
+            for entry in entries:
+                os.write(1, entry.body.hex().encode() + b"\n")
+            # Delivered, as far as this test goes: they leave the spool.
+            log.settle([entry.seq for entry in entries])
+        await log.aclose()
+
+    asyncio.run(run())
+
+
 def main(argv: list[str]) -> None:
+    if argv[0] == "adopt":
+        adopt(argv[1], argv[2])
+        return
     mode, base_url, spool, first = argv[0], argv[1], argv[2], int(argv[3])
     count = int(argv[4]) if len(argv) > 4 else 10**9
     fake = FakeTrackingAPI()

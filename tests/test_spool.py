@@ -359,3 +359,46 @@ async def test_a_command_settled_while_the_spool_opens_needs_no_commit(
     assert log.backlog() == 30_000
     await asyncio.wait_for(waiter, 10)
     await log.aclose()
+
+
+def test_two_processes_starting_at_once_adopt_each_orphan_once(
+    tmp_path: Path,
+) -> None:
+    """Processes that start together over a directory of orphans split them:
+    every orphaned command is adopted by exactly one of them."""
+    import subprocess
+    import sys
+
+    from trackasync._spool import SCHEMA
+
+    expected: set[bytes] = set()
+    for f in range(30):
+        conn = sqlite3.connect(tmp_path / f"{f + 1}-orphan{f}.spool")
+        conn.execute(SCHEMA)
+        bodies = [b'{"file":%d,"n":%d}' % (f, n) for n in range(40)]
+        conn.executemany(
+            "INSERT INTO commands VALUES (?, 0, ?, ?, 0)",
+            [(n + 1, body, 1.0 + n) for n, body in enumerate(bodies)],
+        )
+        conn.commit()
+        conn.close()
+        expected.update(bodies)
+    go = tmp_path / "go"
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "tests.spool_producer", "adopt"]
+    procs = [
+        subprocess.Popen(
+            [*command, str(tmp_path), str(go)], stdout=subprocess.PIPE, cwd=root
+        )
+        for _ in range(3)
+    ]
+    import time
+
+    time.sleep(1.0)  # all three started and polling
+    go.touch()
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    seen = [[bytes.fromhex(line.decode()) for line in out.split()] for out in outputs]
+    everything = [body for got in seen for body in got]
+    assert len(everything) == len(set(everything)), "an orphan adopted twice"
+    assert set(everything) == expected
