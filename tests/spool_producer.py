@@ -130,3 +130,27 @@ def pool_job(args: tuple[str, str, str, int, int]) -> int:
     finally:
         os.close(fd)
     return count
+
+
+def rq_job(base_url: str, spool: str, acks: str, first: int, count: int) -> int:
+    """An RQ job: a SyncClient with a spool tracks ``count`` events (durable)
+    and appends each number to ``acks`` once its call returned. The work horse
+    then ends with ``os._exit``: no exit hook runs, nothing is closed."""
+    fake = FakeTrackingAPI()
+    client = SyncClient(
+        base_url,
+        fake.project_token,
+        auth=PrivateKey(fake.key_id, fake.secret),
+        spool=spool,
+        linger=0.05,
+        retry=RETRY,
+        rate_limit=None,
+    )
+    fd = os.open(acks, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        for n in range(first, first + count):
+            client.track({"registered": f"u{n % 7}"}, "kill_test", {"n": n})
+            os.write(fd, b"%d\n" % n)
+    finally:
+        os.close(fd)
+    return count

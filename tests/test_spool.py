@@ -402,3 +402,20 @@ def test_two_processes_starting_at_once_adopt_each_orphan_once(
     everything = [body for got in seen for body in got]
     assert len(everything) == len(set(everything)), "an orphan adopted twice"
     assert set(everything) == expected
+
+
+def test_a_client_abandoned_by_its_loop_keeps_its_commands_in_the_spool(
+    tmp_path: Path,
+) -> None:
+    """The loop ends without aclose(): the unsent commands stay in the spool
+    for the next run, and the warning says so."""
+
+    async def main() -> Client:
+        client = spooled(tmp_path, RecordingTransport(Gate()))
+        await client.track(IDS, "view")
+        return client
+
+    with pytest.warns(ResourceWarning, match="kept in the spool"):
+        client = asyncio.run(main())
+    assert client.stats().kept == 1
+    assert len(rows(tmp_path)) == 1

@@ -353,8 +353,13 @@ class Pipeline:
         left = len(table) + table.in_flight
         message = (
             f"trackasync.Client was not closed and {why} with {left} "
-            "command(s) queued or in flight: they end 'closed', undelivered. "
-            "Use 'async with Client(...)' or 'await client.aclose()' before "
+            "command(s) queued or in flight: "
+            + (
+                "they are kept in the spool for the next run. "
+                if table.log.persistent
+                else "they end 'closed', undelivered. "
+            )
+            + "Use 'async with Client(...)' or 'await client.aclose()' before "
             "the loop ends."
         )
         if left:
