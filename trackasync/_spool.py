@@ -39,14 +39,21 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from . import _spool_files as files
-from ._delivery import Delivery, Kind
+from ._delivery import Delivery
 from ._exceptions import ConfigError, SpoolError
 from ._log import LogEntry
 from ._options import DEFAULT_SPOOL_INTERVAL, DURABILITIES, Durability
+from ._spool_adopt import (
+    FORMAT,
+    KIND_CODE,
+    SCHEMA,
+    adopt_orphans,
+    connect,
+    read_page,
+)
 
 logger = logging.getLogger("trackasync")
 
@@ -60,37 +67,6 @@ _GATHER_STEP = 0.0002
 _GATHER_STEPS = 5
 # At interpreter exit, how long to wait for an unclosed spool's last commit.
 _EXIT_WAIT = 10.0
-
-_KIND_CODE: dict[str, int] = {"customers/events": 0, "customers": 1}
-_KINDS: tuple[Kind, ...] = ("customers/events", "customers")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS commands (
-    seq INTEGER PRIMARY KEY,
-    kind INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    created REAL NOT NULL,
-    attempts INTEGER NOT NULL
-)
-"""
-#: The file format's version, in SQLite's ``user_version``.
-FORMAT = 1
-
-
-def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
-    """A connection to a spool file in WAL mode with ``synchronous=FULL``
-    (never creating the file unless ``create``)."""
-    mode = "rwc" if create else "rw"
-    conn = sqlite3.connect(
-        f"file:{path}?mode={mode}",
-        uri=True,
-        isolation_level=None,
-        check_same_thread=False,
-        timeout=10.0,
-    )
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
 
 
 class _Job:
@@ -376,7 +352,7 @@ class SqliteLog:
         returns the highest sequence number appended."""
         ops = self._ops
         top = self._durable_seq
-        code = _KIND_CODE
+        code = KIND_CODE
         while ops:
             op = ops[0]
             if isinstance(op, Delivery):
@@ -552,100 +528,15 @@ class SqliteLog:
 
     def _open_and_adopt(self) -> None:
         conn = self._connection()
-        for stale in files.stale_locks(self.directory):
-            fd = files.take_lock(stale, create=False)
-            if fd is not None:
-                files.release_lock(fd, stale)
-        for orphan in files.spool_files(self.directory, exclude=self.name):
-            self._adopt(conn, orphan)
-        self.opened = True
-
-    def _adopt(self, conn: sqlite3.Connection, orphan: files.SpoolFile) -> None:
-        lock = files.lock_path(self.directory, orphan.name)
-        fd = files.take_lock(lock, create=True)
-        if fd is None:
-            return  # its owner lives, or another process adopts it now
-        try:
-            if not orphan.path.exists():
-                return  # adopted and deleted by another process meanwhile
-            try:
-                files.check_regular(orphan.path)
-            except ConfigError as exc:
-                logger.error("trackasync: %s", exc)
-                return
-            try:
-                count, size = self._copy(conn, orphan.path)
-            except sqlite3.DatabaseError as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("DETACH DATABASE orphan")
-                target = files.move_aside(orphan.path)
-                logger.error(
-                    "trackasync: the spool file %s is unreadable (%s: %s); moved "
-                    "aside to %s, untouched: its commands were NOT sent",
-                    orphan.path,
-                    type(exc).__name__,
-                    exc,
-                    target,
-                )
-                return
-            files.remove_spool(orphan.path)
-            if count:
-                logger.info(
-                    "trackasync: adopted %d command(s) (%d bytes) from %s",
-                    count,
-                    size,
-                    orphan.path.name,
-                )
-        finally:
-            files.release_lock(fd, lock)
-
-    def _copy(self, conn: sqlite3.Connection, path: Path) -> tuple[int, int]:
-        """Copy an orphan's rows into this file in one transaction, oldest
-        first, numbered below the rows adopted so far."""
-        conn.execute("ATTACH DATABASE ? AS orphan", (f"file:{path}?mode=rw",))
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            (has_table,) = conn.execute(
-                "SELECT count(*) FROM orphan.sqlite_master WHERE name = 'commands'"
-            ).fetchone()
-            count = size = 0
-            if has_table:
-                base = self._adopted
-                conn.execute(
-                    "INSERT INTO commands SELECT "
-                    "-(? + row_number() OVER (ORDER BY created, seq)), "
-                    "kind, body, created, attempts FROM orphan.commands",
-                    (base,),
-                )
-                count, size = conn.execute(
-                    "SELECT count(*), coalesce(sum(length(body)), 0) "
-                    "FROM commands WHERE seq < ?",
-                    (-base,),
-                ).fetchone()
-            conn.execute("COMMIT")
-        finally:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            conn.execute("DETACH DATABASE orphan")
+        count, size = adopt_orphans(conn, self.directory, self.name, self._adopted)
         self._adopted += count
         self._backlog += count
         self.rows += count
         self.nbytes += size
-        return count, size
+        self.opened = True
 
     def _read_page(self, limit: int) -> list[LogEntry]:
-        conn = self._connection()
-        rows = conn.execute(
-            "SELECT seq, kind, body, created, attempts FROM commands "
-            "WHERE seq < ? ORDER BY seq DESC LIMIT ?",
-            (self._cursor, limit),
-        ).fetchall()
-        entries = [
-            LogEntry(seq, _KINDS[kind], body, created, attempts)
-            for seq, kind, body, created, attempts in rows
-        ]
+        entries = read_page(self._connection(), self._cursor, limit)
         if entries:
             self._cursor = entries[-1].seq
         self._backlog = (
