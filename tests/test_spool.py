@@ -419,3 +419,26 @@ def test_a_client_abandoned_by_its_loop_keeps_its_commands_in_the_spool(
         client = asyncio.run(main())
     assert client.stats().kept == 1
     assert len(rows(tmp_path)) == 1
+
+
+async def test_a_durable_call_whose_command_is_dropped_returns_at_once(
+    tmp_path: Path,
+) -> None:
+    """Under "drop_new" with a full queue, the dropped command is never
+    written: its durable track() returns its failed handle without waiting."""
+    client = spooled(
+        tmp_path,
+        RecordingTransport(Gate()),
+        max_queue=1,
+        overflow="drop_new",
+        max_in_flight=1,
+    )
+    kept = await client.track(IDS, "view", {"n": 0})
+    await asyncio.sleep(0.05)  # the first is in flight; the queue is empty
+    queued = await client.track(IDS, "view", {"n": 1})
+    dropped = await asyncio.wait_for(client.track(IDS, "view", {"n": 2}), 5)
+    assert dropped.exception() is not None
+    assert dropped.exception().reason == "dropped"  # type: ignore[union-attr]
+    assert not kept.done()
+    assert not queued.done()
+    await client.aclose(timeout=0.05)

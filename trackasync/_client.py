@@ -480,7 +480,7 @@ class Client:
         )
         if not self._try_offer(delivery):
             await self._table.put(delivery, self._queue_timeout)
-        if self._persistent:
+        if self._persistent and not delivery.done():  # done: dropped, or settled
             synced = self._synced(delivery.seq)
             if synced is not None:
                 await synced
@@ -536,7 +536,7 @@ class Client:
         delivery = Delivery("customers", body, _time(), self._owner)
         if not self._try_offer(delivery):
             await self._table.put(delivery, self._queue_timeout)
-        if self._persistent:
+        if self._persistent and not delivery.done():  # done: dropped, or settled
             synced = self._synced(delivery.seq)
             if synced is not None:
                 await synced
