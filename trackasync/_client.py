@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -26,7 +27,7 @@ from ._config import Limits, Retry, api_base
 from ._delivery import Delivery, Receipt
 from ._dryrun import default_transport, resolve_send
 from ._encoding import Codec
-from ._exceptions import ClientClosed, ClientStateError, DeliveryFailed
+from ._exceptions import ClientClosed, ClientStateError, ConfigError, DeliveryFailed
 from ._hooks import ResultHook
 from ._log import CommandLog
 from ._options import (
@@ -652,6 +653,8 @@ class Client:
 def _spool_factory(options: Options) -> Callable[[], CommandLog]:
     """Makes the spool's log, one per process (again in a forked child). The
     directory is checked at once, so an unsafe one raises at construction."""
+    if sys.platform == "win32":
+        raise ConfigError("spool= needs a POSIX system (it locks files with flock)")
     from ._spool import SqliteLog
     from ._spool_files import prepare_directory
 

@@ -35,13 +35,13 @@ from ._client import Client
 from ._delivery import Delivery, Receipt
 from ._exceptions import ClientClosed, ClientStateError, ConfigError, DeliveryFailed
 from ._options import SyncClientOptions, check_names, timeout_arg
-from ._spool import SqliteLog
 from ._stats import CloseReport, FlushResult, Stats
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ._options import EnvOptions
+    from ._spool import SqliteLog
 
 logger = logging.getLogger("trackasync")
 
@@ -142,8 +142,10 @@ class _Runtime:
         self.customer = client._customer
         self.table = client._pipeline.table
         # With a durable spool, track() returns once its command is on disk.
-        log = self.table.log
-        self.spool = log if isinstance(log, SqliteLog) and log.durable else None
+        # (Read off the log, not imported: a client without a spool never
+        # loads sqlite3 or the spool's modules.)
+        log: Any = self.table.log
+        self.spool: SqliteLog | None = log if getattr(log, "durable", False) else None
         self.closing = False
         self.forked = False
         self.failure: BaseException | None = None
