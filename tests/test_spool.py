@@ -442,3 +442,27 @@ async def test_a_durable_call_whose_command_is_dropped_returns_at_once(
     assert not kept.done()
     assert not queued.done()
     await client.aclose(timeout=0.05)
+
+
+async def test_a_running_client_takes_what_a_process_that_ended_since_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client open on the directory looks again from time to time: a file
+    left by another client that closed meanwhile is adopted and sent."""
+    from trackasync import _pipeline
+
+    monkeypatch.setattr(_pipeline, "RESCAN_INTERVAL", 0.05)
+    transport = RecordingTransport()
+    async with spooled(tmp_path, transport) as survivor:
+        await survivor.track(IDS, "survivor")
+        leaver = spooled(tmp_path, RecordingTransport(Gate()))
+        bodies = [(await leaver.track(IDS, "left", {"n": n})).body for n in range(3)]
+        assert (await leaver.aclose(timeout=0.05)).kept == 3
+        for _ in range(300):
+            if survivor.stats().delivered == 4:
+                break
+            await asyncio.sleep(0.02)
+        assert survivor.stats().recovered == 3
+        assert survivor.stats().delivered == 4
+    sent = b"".join(r.body or b"" for r in transport.requests)
+    assert all(body in sent for body in bodies)

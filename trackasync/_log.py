@@ -46,8 +46,10 @@ class CommandLog(Protocol):
     persistent: bool
 
     async def open(self) -> None:
-        """Start, in the process and loop that will use it. Appends made before
-        it completes are kept all the same."""
+        """Start, in the process and loop that will use it, and take what
+        earlier runs left (then offered by ``recover``). Appends made before it
+        completes are kept all the same. Called again from time to time, to
+        take what runs that ended since left."""
         ...
 
     def append(self, commands: Sequence[Delivery]) -> None:

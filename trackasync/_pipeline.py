@@ -53,6 +53,8 @@ RECOVER_PAGE = 500
 # How long the close waits for a durable log to commit and close its file.
 LOG_CLOSE_GRACE = 5.0
 RECOVER_POLL = 0.05
+# How often a durable log looks again for files left by processes now gone.
+RESCAN_INTERVAL = 30.0
 
 _monotonic = time.monotonic
 
@@ -219,14 +221,20 @@ class Pipeline:
         log = table.log
         await log.open()
         page = max(1, min(RECOVER_PAGE, table.maxsize // 2))
-        while not table.closed and log.backlog():
-            if table.maxsize - len(table) < page:
-                await asyncio.sleep(RECOVER_POLL)
-                continue
-            entries = await log.recover(page)
-            if not entries:
-                return
-            table.recovered(entries)
+        while not table.closed:
+            if log.backlog():
+                if table.maxsize - len(table) < page:
+                    await asyncio.sleep(RECOVER_POLL)
+                    continue
+                entries = await log.recover(page)
+                if entries:
+                    table.recovered(entries)
+                    continue
+            # A long-running process also takes what processes that ended
+            # since it started left (a worker of the fleet killed meanwhile).
+            await asyncio.sleep(RESCAN_INTERVAL)
+            if not table.closed:
+                await log.open()
 
     # -- close -------------------------------------------------------------------------
 
