@@ -466,3 +466,35 @@ async def test_a_running_client_takes_what_a_process_that_ended_since_left(
         assert survivor.stats().delivered == 4
     sent = b"".join(r.body or b"" for r in transport.requests)
     assert all(body in sent for body in bodies)
+
+
+@pytest.mark.parametrize("durability", ["durable", "interval"])
+def test_a_sync_client_never_closed_is_flushed_at_exit_and_its_spool_recorded(
+    tmp_path: Path, durability: str
+) -> None:
+    """A SyncClient left open delivers at interpreter exit, and its spool
+    records those outcomes before it stops: nothing delivered is left in the
+    directory to be sent again, and the process exits promptly."""
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = textwrap.dedent(
+        f"""
+        from trackasync import PrivateKey, SyncClient
+        client = SyncClient("http://127.0.0.1:9", "p", auth=PrivateKey("k", "s"),
+                            send=False, spool={str(tmp_path)!r},
+                            durability={durability!r}, linger=5.0)
+        for n in range(20):
+            client.track({{"registered": "u"}}, "view", {{"n": n}})
+        """
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert time.monotonic() - started < 30
+    assert rows(tmp_path) == []
+    assert [p for p in tmp_path.iterdir() if p.suffix == ".spool"] == []

@@ -615,18 +615,10 @@ def _answer(job: _Job, result: Any, error: BaseException | None) -> None:
         loop.call_soon_threadsafe(settle)
 
 
-def _stop_all_at_exit() -> None:
+def stop_all_at_exit() -> None:
+    """Stop every running writer (``_log`` calls this at interpreter exit)."""
     for log in list(_live):
         try:
             log.stop_at_exit()
         except Exception:
             logger.exception("trackasync: stopping a spool at exit failed")
-
-
-_register_exit = getattr(threading, "_register_atexit", None)
-if _register_exit is not None:
-    _register_exit(_stop_all_at_exit)
-else:  # pragma: no cover
-    import atexit
-
-    atexit.register(_stop_all_at_exit)
