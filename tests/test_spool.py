@@ -424,14 +424,16 @@ def test_a_client_abandoned_by_its_loop_keeps_its_commands_in_the_spool(
 async def test_a_durable_call_whose_command_is_dropped_returns_at_once(
     tmp_path: Path,
 ) -> None:
-    """Under "drop_new" with a full queue, the dropped command is never
-    written: its durable track() returns its failed handle without waiting."""
+    """Under "drop_new" with a full queue and a full spool, the dropped
+    command is never written: its durable track() returns its failed handle
+    without waiting."""
     client = spooled(
         tmp_path,
         RecordingTransport(Gate()),
         max_queue=1,
         overflow="drop_new",
         max_in_flight=1,
+        spool_max_bytes=0,
     )
     kept = await client.track(IDS, "view", {"n": 0})
     await asyncio.sleep(0.05)  # the first is in flight; the queue is empty

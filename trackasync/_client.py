@@ -38,6 +38,7 @@ from ._options import (
     DEFAULT_QUEUE_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_SPOOL_INTERVAL,
+    DEFAULT_SPOOL_MAX_BYTES,
     Durability,
     Mode,
     Options,
@@ -102,9 +103,10 @@ class Client:
     - ``on_result``: a hook called with each command's ``Delivery`` at its outcome.
     - ``transport``: where requests go (default: aiohttp); ``allow_http``:
       plain http to a host other than this one; ``send=False``: a dry run.
-    - ``spool`` (None), ``durability`` ("durable"), ``spool_interval`` (1 s):
-      a directory where commands survive a crash until their outcome, and
-      when a command is on disk (see ``Durability``).
+    - ``spool`` (None), ``durability`` ("durable"), ``spool_interval`` (1 s),
+      ``spool_max_bytes`` (8 GiB): a directory where commands survive a crash
+      until their outcome, when a command is on disk (see ``Durability``),
+      and how much the spool holds beyond the queue in memory.
     """
 
     # Slots make the attribute reads of the per-call hot path cheaper.
@@ -157,6 +159,7 @@ class Client:
         spool: str | os.PathLike[str] | None = None,
         durability: Durability = "durable",
         spool_interval: float = DEFAULT_SPOOL_INTERVAL,
+        spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
     ) -> None:
         options = Options(
             base_url=base_url,
@@ -183,6 +186,7 @@ class Client:
             spool=spool,
             durability=durability,
             spool_interval=spool_interval,
+            spool_max_bytes=spool_max_bytes,
         )
         self._setup(options)
 
@@ -481,7 +485,7 @@ class Client:
         )
         if not self._try_offer(delivery):
             await self._table.put(delivery, self._queue_timeout)
-        if self._persistent and not delivery.done():  # done: dropped, or settled
+        if self._persistent:
             synced = self._synced(delivery.seq)
             if synced is not None:
                 await synced
@@ -537,7 +541,7 @@ class Client:
         delivery = Delivery("customers", body, _time(), self._owner)
         if not self._try_offer(delivery):
             await self._table.put(delivery, self._queue_timeout)
-        if self._persistent and not delivery.done():  # done: dropped, or settled
+        if self._persistent:
             synced = self._synced(delivery.seq)
             if synced is not None:
                 await synced
@@ -666,6 +670,7 @@ def _spool_factory(options: Options) -> Callable[[], CommandLog]:
             directory,
             durability=options.durability,
             interval=options.spool_interval,
+            max_bytes=options.spool_max_bytes,
         )
 
     return factory

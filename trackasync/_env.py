@@ -86,6 +86,7 @@ TUNING: dict[str, Callable[[str, str], Any]] = {
     "spool": _optional_text,
     "durability": _text,
     "spool_interval": _number,
+    "spool_max_bytes": _integer,
 }
 
 

@@ -52,6 +52,9 @@ the setting. Both use SQLite's WAL mode with ``synchronous=FULL``.
 
 DURABILITIES: tuple[Durability, ...] = ("durable", "interval")
 DEFAULT_SPOOL_INTERVAL = 1.0
+#: An hour of outage at the API's highest rate (100 requests/s of 50 commands)
+#: of typical events (about 340 bytes each on disk): 6 GB; rounded up.
+DEFAULT_SPOOL_MAX_BYTES = 8 * 1024**3
 
 DEFAULT_MAX_QUEUE = 10_000
 DEFAULT_QUEUE_TIMEOUT = 10.0
@@ -118,6 +121,10 @@ class Options:
     durability: Durability = "durable"
     #: Under ``durability="interval"``, seconds between commits to the spool.
     spool_interval: float = DEFAULT_SPOOL_INTERVAL
+    #: With a spool, the bytes of commands it holds at most beyond the queue in
+    #: memory (commands that did not fit in memory, and those earlier runs
+    #: left); past it, ``overflow`` decides, as for a full queue.
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
 
     def __post_init__(self) -> None:
         if not isinstance(self.auth, (PrivateKey, PublicToken)):
@@ -167,6 +174,14 @@ class Options:
                 f"durability must be one of {DURABILITIES}, got {self.durability!r}"
             )
         _positive("spool_interval", self.spool_interval)
+        if (
+            isinstance(self.spool_max_bytes, bool)
+            or not isinstance(self.spool_max_bytes, int)
+            or self.spool_max_bytes < 0
+        ):
+            raise ConfigError(
+                f"spool_max_bytes must be an int >= 0, got {self.spool_max_bytes!r}"
+            )
 
     @property
     def the_retry(self) -> Retry:
@@ -221,6 +236,7 @@ class SyncClientOptions(TypedDict, total=False):
     spool: str | os.PathLike[str] | None
     durability: Durability
     spool_interval: float
+    spool_max_bytes: int
 
 
 class EnvOptions(SyncClientOptions, total=False):

@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 
 from ._batcher import Batcher
-from ._delivery import forget_owner, new_owner
+from ._delivery import Delivery, forget_owner, new_owner
 from ._dryrun import DRY_RUN_NOTICE
 from ._hooks import HookRunner
 from ._ledger import Ledger
@@ -135,6 +135,19 @@ class Pipeline:
             ledger=self.ledger,
             log=log,
         )
+        # With a spool, a full queue in memory overflows to disk.
+        self._spilled = asyncio.Event()
+        spill = getattr(self.table.log, "spill", None)
+        if spill is not None:
+            room = self.table.log.has_room  # type: ignore[attr-defined]
+
+            def spill_and_wake(delivery: Delivery) -> bool:
+                if not spill(delivery):
+                    return False
+                self._spilled.set()
+                return True
+
+            self.table.enable_spill(spill_and_wake, room)
         # Awaiting one of this client's commands expedites this client only.
         self.owner = self.table.owner = new_owner(self.expedite)
         self.batcher: Batcher | None = None
@@ -221,6 +234,7 @@ class Pipeline:
         log = table.log
         await log.open()
         page = max(1, min(RECOVER_PAGE, table.maxsize // 2))
+        spilled = self._spilled
         while not table.closed:
             if log.backlog():
                 if table.maxsize - len(table) < page:
@@ -230,10 +244,18 @@ class Pipeline:
                 if entries:
                     table.recovered(entries)
                     continue
-            # A long-running process also takes what processes that ended
-            # since it started left (a worker of the fleet killed meanwhile).
-            await asyncio.sleep(RESCAN_INTERVAL)
-            if not table.closed:
+            # Everything on disk is back in memory: new commands go there too.
+            table.stop_spilling()
+            # Until memory overflows again; and from time to time, a
+            # long-running process takes what processes that ended since it
+            # started left (a worker of the fleet killed meanwhile).
+            spilled.clear()
+            timer = asyncio.get_running_loop().call_later(RESCAN_INTERVAL, spilled.set)
+            try:
+                await spilled.wait()
+            finally:
+                timer.cancel()
+            if not table.closed and not log.backlog():
                 await log.open()
 
     # -- close -------------------------------------------------------------------------

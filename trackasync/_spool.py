@@ -45,7 +45,12 @@ from . import _spool_files as files
 from ._delivery import Delivery
 from ._exceptions import ConfigError, SpoolError
 from ._log import LogEntry
-from ._options import DEFAULT_SPOOL_INTERVAL, DURABILITIES, Durability
+from ._options import (
+    DEFAULT_SPOOL_INTERVAL,
+    DEFAULT_SPOOL_MAX_BYTES,
+    DURABILITIES,
+    Durability,
+)
 from ._spool_adopt import (
     FORMAT,
     KIND_CODE,
@@ -53,6 +58,7 @@ from ._spool_adopt import (
     adopt_orphans,
     connect,
     read_page,
+    read_runs,
 )
 
 logger = logging.getLogger("trackasync")
@@ -108,6 +114,7 @@ class SqliteLog:
         *,
         durability: Durability = "durable",
         interval: float = DEFAULT_SPOOL_INTERVAL,
+        max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
     ) -> None:
         if durability not in DURABILITIES:
             raise ConfigError(
@@ -117,6 +124,17 @@ class SqliteLog:
         self.durability = durability
         self.durable = durability == "durable"
         self.interval = interval
+        #: Command bytes the spool holds at most beyond the queue in memory.
+        self.max_bytes = max_bytes
+        # The last sequence number appended (the loop's thread).
+        self._last_appended = 0
+        # Commands kept on disk only because memory was full, as runs of
+        # consecutive numbers [first, last], oldest first; their count and
+        # bytes; and the bytes of adopted commands not handed back yet.
+        self._spilled: collections.deque[list[int]] = collections.deque()
+        self._spilled_count = 0
+        self._spilled_bytes = 0
+        self._backlog_bytes = 0
         self.name = files.new_name()
         self.path = files.spool_path(self.directory, self.name)
         self._ops: collections.deque[Any] = collections.deque()
@@ -178,12 +196,35 @@ class SqliteLog:
         if self._thread is None:
             self._start()
         self._ops.extend(commands)
+        self._last_appended = commands[-1].seq
         if not self._awake:
             self._awake = True
             self._wake.set()
 
+    def has_room(self, nbytes: int) -> bool:
+        """Whether the spool takes ``nbytes`` more beyond the queue in memory."""
+        return self._spilled_bytes + self._backlog_bytes + nbytes <= self.max_bytes
+
+    def spill(self, delivery: Delivery) -> bool:
+        """Memory is full: keep ``delivery`` on disk only, to be handed back by
+        ``recover`` (after what earlier runs left); False if the spool is full."""
+        size = len(delivery.body)
+        if not self.has_room(size):
+            return False
+        self.append((delivery,))
+        seq = delivery.seq
+        spilled = self._spilled
+        if spilled and spilled[-1][1] == seq - 1:
+            spilled[-1][1] = seq
+        else:
+            spilled.append([seq, seq])
+        self._spilled_count += 1
+        self._spilled_bytes += size
+        return True
+
     def synced(self, seq: int) -> Awaitable[None] | None:
-        if not self.durable or seq <= self._durable_seq:
+        if not self.durable or seq <= self._durable_seq or seq > self._last_appended:
+            # Already durable, or never appended (dropped at the call).
             return None
         failure = self.failure
         loop = self._loop
@@ -208,9 +249,10 @@ class SqliteLog:
             while True:
                 seq = delivery.seq
                 if (
-                    delivery.done()
-                    or self._closed
+                    self._closed
                     or (seq and seq <= self._durable_seq)
+                    # Done without being appended (dropped): nothing to wait for.
+                    or (delivery.done() and (not seq or seq > self._last_appended))
                 ):
                     return True
                 if self.failure is not None and seq:
@@ -238,13 +280,32 @@ class SqliteLog:
             self._wake.set()
 
     async def recover(self, limit: int) -> list[LogEntry]:
-        if not self._backlog:
-            return []
-        entries: list[LogEntry] = await self._job(lambda: self._read_page(limit))
+        entries: list[LogEntry] = []
+        if self._backlog:
+            entries = await self._job(lambda: self._read_page(limit))
+        if entries or not self._spilled_count:
+            return entries
+        # What this run kept on disk when memory was full, oldest first.
+        runs: list[tuple[int, int]] = []
+        taken = 0
+        spilled = self._spilled
+        while spilled and taken < limit:
+            first, last = spilled[0]
+            n = min(last - first + 1, limit - taken)
+            runs.append((first, first + n - 1))
+            taken += n
+            if first + n > last:
+                spilled.popleft()
+            else:
+                spilled[0][0] = first + n
+        self._spilled_count -= taken
+        conn = self._connection
+        entries = await self._job(lambda: read_runs(conn(), runs))
+        self._spilled_bytes -= sum(len(e.body) for e in entries)
         return entries
 
     def backlog(self) -> int:
-        return self._backlog
+        return self._backlog + self._spilled_count
 
     async def aclose(self) -> None:
         if self._thread is None or self._closed:
@@ -531,12 +592,16 @@ class SqliteLog:
         count, size = adopt_orphans(conn, self.directory, self.name, self._adopted)
         self._adopted += count
         self._backlog += count
+        self._backlog_bytes += size
         self.rows += count
         self.nbytes += size
         self.opened = True
 
     def _read_page(self, limit: int) -> list[LogEntry]:
         entries = read_page(self._connection(), self._cursor, limit)
+        self._backlog_bytes = max(
+            0, self._backlog_bytes - sum(len(e.body) for e in entries)
+        )
         if entries:
             self._cursor = entries[-1].seq
         self._backlog = (

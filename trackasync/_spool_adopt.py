@@ -71,6 +71,22 @@ def read_page(conn: sqlite3.Connection, cursor: int, limit: int) -> list[LogEntr
     ]
 
 
+def read_runs(conn: sqlite3.Connection, runs: list[tuple[int, int]]) -> list[LogEntry]:
+    """The commands numbered within each run (first, last), in order."""
+    entries: list[LogEntry] = []
+    for first, last in runs:
+        rows = conn.execute(
+            "SELECT seq, kind, body, created, attempts FROM commands "
+            "WHERE seq BETWEEN ? AND ? ORDER BY seq",
+            (first, last),
+        ).fetchall()
+        entries += [
+            LogEntry(seq, KINDS[kind], body, created, attempts)
+            for seq, kind, body, created, attempts in rows
+        ]
+    return entries
+
+
 def adopt_orphans(
     conn: sqlite3.Connection, directory: Path, own: str, adopted: int
 ) -> tuple[int, int]:

@@ -54,6 +54,10 @@ def _noop() -> None:
     pass
 
 
+def _no_room(nbytes: int) -> bool:
+    return False
+
+
 class CommandTable:
     """A FIFO of commands, at most ``maxsize`` long, and the set in flight.
 
@@ -79,6 +83,9 @@ class CommandTable:
         "_room",
         "_schedule",
         "_scheduled",
+        "_spill",
+        "_spill_room",
+        "_spilling",
         "_thread_waiting",
         "_tickets",
         "_woken",
@@ -153,6 +160,12 @@ class CommandTable:
         self._thread_waiting = 0
         # Set by the pipeline: runs a function in the loop's thread, soon.
         self._schedule: Callable[[Callable[[], None]], object] | None = None
+        # With a spool: keeps a command on disk only when memory is full (True
+        # if it did), and whether commands go there now (they keep going there
+        # until what is on disk has come back, so none overtakes an older one).
+        self._spill: Callable[[Delivery], bool] | None = None
+        self._spill_room: Callable[[int], bool] = _no_room
+        self._spilling = False
 
     # -- reading -------------------------------------------------------------------
 
@@ -219,13 +232,37 @@ class CommandTable:
     def try_offer(self, delivery: Delivery) -> bool:
         """``offer``, except that under "wait" a full queue returns False instead
         of raising, so the caller can ``await put`` only when it must wait."""
-        if len(self._items) >= self._limit and self.overflow == "wait":
+        if (
+            len(self._items) >= self._limit
+            and self.overflow == "wait"
+            and not self._spillable(delivery)
+        ):
             return False
         self.offer(delivery)
         return True
 
     def _refresh_limit(self) -> None:
-        self._limit = 0 if self._putters else self.maxsize - self._woken
+        self._limit = (
+            0 if self._putters or self._spilling else self.maxsize - self._woken
+        )
+
+    def _spillable(self, delivery: Delivery) -> bool:
+        return self._spill is not None and self._spill_room(len(delivery.body))
+
+    def enable_spill(
+        self, spill: Callable[[Delivery], bool], room: Callable[[int], bool]
+    ) -> None:
+        """With a spool: when memory is full, ``spill(command)`` keeps a command
+        on disk only (False when the spool is full too); ``room(nbytes)`` says
+        whether it would take that many bytes more."""
+        self._spill = spill
+        self._spill_room = room
+
+    def stop_spilling(self) -> None:
+        """What was kept on disk has all come back: new commands go to memory."""
+        if self._spilling:
+            self._spilling = False
+            self._refresh_limit()
 
     async def put(self, delivery: Delivery, timeout: float | None) -> None:
         """Queue, waiting up to ``timeout`` for room under the "wait" policy."""
@@ -279,6 +316,15 @@ class CommandTable:
             self.wake()
 
     def _overflow(self, delivery: Delivery) -> None:
+        spill = self._spill
+        if spill is not None and spill(delivery):
+            # Memory is full: the command is on disk only, and comes back
+            # through recovery when there is room.
+            if not self._spilling:
+                self._spilling = True
+                self._limit = 0
+            self._ledger.spilled(delivery)
+            return
         if self.overflow in ("wait", "raise"):
             self.seq -= 1
             raise QueueFull(
@@ -329,10 +375,14 @@ class CommandTable:
                 raise ClientClosed("the client is closed; it takes no more commands")
             overflow = self.overflow
             if overflow == "wait" or overflow == "raise":
-                if self._tickets <= 0:
-                    self._wait_for_ticket(timeout, may_wait and overflow == "wait")
-                self._tickets -= 1
-                self._inbox.append(delivery)
+                if self._tickets <= 0 and self._spillable(delivery):
+                    # No room in memory, room on disk: the loop spills it.
+                    self._inbox.append(delivery)
+                else:
+                    if self._tickets <= 0:
+                        self._wait_for_ticket(timeout, may_wait and overflow == "wait")
+                    self._tickets -= 1
+                    self._inbox.append(delivery)
             elif len(self._inbox) >= self.maxsize:
                 # The loop is a whole queue behind the callers: drop here, so
                 # the hand-over stays bounded; the loop records the outcome.
@@ -383,10 +433,21 @@ class CommandTable:
             dropped, self._inbox_dropped = self._inbox_dropped, []
             self._scheduled = False
         if self.overflow in ("wait", "raise"):
-            # Room was taken at the call.
+            # Room was taken at the call (or the command is to be spilled).
+            spill = self._spill
             for delivery in items:
                 self.seq = delivery.seq = self.seq + 1
-                self._append(delivery)
+                if (
+                    spill is not None
+                    and (self._spilling or len(self._items) >= self.maxsize)
+                    and spill(delivery)
+                ):
+                    if not self._spilling:
+                        self._spilling = True
+                        self._limit = 0
+                    self._ledger.spilled(delivery)
+                else:
+                    self._append(delivery)
         else:
             for delivery in items:
                 self.seq = delivery.seq = self.seq + 1
@@ -470,8 +531,10 @@ class CommandTable:
     # -- recovery --------------------------------------------------------------------
 
     def recovered(self, entries: Sequence[LogEntry]) -> int:
-        """Queue commands an earlier run left (oldest first), ahead of new ones:
-        they are older. Returns how many."""
+        """Queue commands taken back from the log (oldest first): those an
+        earlier run left (negative numbers) ahead of the queue, as they are
+        older; those this run kept on disk when memory was full (positive
+        numbers) behind it, as they are newer. Returns how many."""
         if not entries:
             return 0
         owner = self.owner
@@ -487,7 +550,10 @@ class CommandTable:
             )
             for entry in entries
         ]
-        self._items.extendleft(reversed(commands))
+        if entries[0].seq < 0:
+            self._items.extendleft(reversed(commands))
+        else:
+            self._items.extend(commands)
         self.nbytes += sum(len(entry.body) for entry in entries)
         self._ledger.counters.recovered += len(commands)
         self.wake()
