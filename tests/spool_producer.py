@@ -5,7 +5,8 @@ and prints each number once its call has returned (durable), until killed.
 
 MODE: "async" (``await Client.track``), "sync" (``SyncClient.track``) or
 "interval" (``Client.track_nowait`` under ``durability="interval"``; the
-number is printed at the call). Credentials are the fake server's defaults.
+number is printed at the call); "-spill" after it (e.g. "async-spill") makes
+the queue in memory 20 commands long, so that most commands overflow to disk. Credentials are the fake server's defaults.
 """
 
 from __future__ import annotations
@@ -59,7 +60,11 @@ def main(argv: list[str]) -> None:
     mode, base_url, spool, first = argv[0], argv[1], argv[2], int(argv[3])
     count = int(argv[4]) if len(argv) > 4 else 10**9
     fake = FakeTrackingAPI()
+    # "...-spill": a queue of 20 in memory, so most commands overflow to disk.
+    spill = mode.endswith("-spill")
+    mode = mode.removesuffix("-spill")
     options = {
+        "max_queue": 20 if spill else 10_000,
         "auth": PrivateKey(fake.key_id, fake.secret),
         "spool": spool,
         "linger": 0.05,

@@ -104,7 +104,7 @@ def stored_numbers(api: FakeTrackingAPI) -> collections.Counter[int]:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("mode", ["async", "sync", "interval"])
+@pytest.mark.parametrize("mode", ["async", "sync", "interval", "async-spill"])
 def test_sigkill_at_random_moments_loses_nothing_a_durable_call_accepted(
     tmp_path: Path, mode: str
 ) -> None:
