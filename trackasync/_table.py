@@ -550,12 +550,16 @@ class CommandTable:
             )
             for entry in entries
         ]
+        counters = self._ledger.counters
         if entries[0].seq < 0:
             self._items.extendleft(reversed(commands))
+            counters.recovered += len(commands)
         else:
+            # This run's own, kept on disk while memory was full: no longer
+            # kept (for the next run) but queued again, so the books balance.
             self._items.extend(commands)
+            counters.kept -= len(commands)
         self.nbytes += sum(len(entry.body) for entry in entries)
-        self._ledger.counters.recovered += len(commands)
         self.wake()
         return len(commands)
 
