@@ -24,6 +24,7 @@ from ._exceptions import (
     RequestError as RequestError,
     RequestTimeout as RequestTimeout,
     ServerError as ServerError,
+    SpoolError as SpoolError,
     TrackError as TrackError,
     TransportError as TransportError,
 )
@@ -31,7 +32,7 @@ from ._metrics import (
     otel_metrics as otel_metrics,
     prometheus_metrics as prometheus_metrics,
 )
-from ._options import Mode as Mode
+from ._options import Durability as Durability, Mode as Mode
 from ._pipeline import ClientState as ClientState
 from ._signals import close_on_sigterm as close_on_sigterm
 from ._stats import (
@@ -63,6 +64,7 @@ __all__ = (
     "ConfigError",
     "Delivery",
     "DeliveryFailed",
+    "Durability",
     "FlushResult",
     "InvalidEvent",
     "Limits",
@@ -83,6 +85,7 @@ __all__ = (
     "Response",
     "Retry",
     "ServerError",
+    "SpoolError",
     "Stats",
     "SyncClient",
     "SyncDelivery",

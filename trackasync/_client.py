@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -25,7 +27,7 @@ from ._config import Limits, Retry, api_base
 from ._delivery import Delivery, Receipt
 from ._dryrun import default_transport, resolve_send
 from ._encoding import Codec
-from ._exceptions import ClientClosed, ClientStateError, DeliveryFailed
+from ._exceptions import ClientClosed, ClientStateError, ConfigError, DeliveryFailed
 from ._hooks import ResultHook
 from ._log import CommandLog
 from ._network import TLSOption
@@ -36,6 +38,9 @@ from ._options import (
     DEFAULT_MAX_QUEUE,
     DEFAULT_QUEUE_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_SPOOL_INTERVAL,
+    DEFAULT_SPOOL_MAX_BYTES,
+    Durability,
     Mode,
     Options,
     timeout_arg,
@@ -101,6 +106,10 @@ class Client:
       plain http to a host other than this one; ``send=False``: a dry run.
     - ``proxy``, ``trust_env`` (True), ``tls``: an HTTP(S) proxy, whether the
       environment's proxy variables count, and the CAs to trust.
+    - ``spool`` (None), ``durability`` ("durable"), ``spool_interval`` (1 s),
+      ``spool_max_bytes`` (8 GiB): a directory where commands survive a crash
+      until their outcome, when a command is on disk (see ``Durability``),
+      and how much the spool holds beyond the queue in memory.
     """
 
     # Slots make the attribute reads of the per-call hot path cheaper.
@@ -116,9 +125,11 @@ class Client:
         "_offer",
         "_options",
         "_owner",
+        "_persistent",
         "_pipeline",
         "_queue_timeout",
         "_send",
+        "_synced",
         "_table",
         "_transport",
         "_try_offer",
@@ -151,6 +162,10 @@ class Client:
         proxy: str | None = None,
         trust_env: bool = True,
         tls: TLSOption = None,
+        spool: str | os.PathLike[str] | None = None,
+        durability: Durability = "durable",
+        spool_interval: float = DEFAULT_SPOOL_INTERVAL,
+        spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
     ) -> None:
         options = Options(
             base_url=base_url,
@@ -177,6 +192,10 @@ class Client:
             proxy=proxy,
             trust_env=trust_env,
             tls=tls,
+            spool=spool,
+            durability=durability,
+            spool_interval=spool_interval,
+            spool_max_bytes=spool_max_bytes,
         )
         self._setup(options)
 
@@ -194,6 +213,8 @@ class Client:
     def _setup(
         self, options: Options, log: Callable[[], CommandLog] | None = None
     ) -> None:
+        if log is None and options.spool is not None:
+            log = _spool_factory(options)
         self._log_factory = log
         self._base = api_base(
             options.base_url, options.project_token, options.allow_http
@@ -241,6 +262,9 @@ class Client:
         self._owner = pipeline.owner
         self._offer = pipeline.table.offer
         self._try_offer = pipeline.table.try_offer
+        # With a spool: await track() returns once its command is on disk.
+        self._persistent = pipeline.table.log.persistent
+        self._synced = pipeline.table.log.synced
 
     def _after_fork_in_child(self) -> None:
         """In a child process: drop everything inherited and start afresh.
@@ -473,6 +497,10 @@ class Client:
         )
         if not self._try_offer(delivery):
             await self._table.put(delivery, self._queue_timeout)
+        if self._persistent:
+            synced = self._synced(delivery.seq)
+            if synced is not None:
+                await synced
         return delivery
 
     async def track_and_wait(
@@ -525,6 +553,10 @@ class Client:
         delivery = Delivery("customers", body, _time(), self._owner)
         if not self._try_offer(delivery):
             await self._table.put(delivery, self._queue_timeout)
+        if self._persistent:
+            synced = self._synced(delivery.seq)
+            if synced is not None:
+                await synced
         return delivery
 
     def _customer_body(
@@ -632,3 +664,25 @@ class Client:
             in_flight=in_flight,
             hooks_skipped=0 if hooks is None else hooks.skipped,
         )
+
+
+def _spool_factory(options: Options) -> Callable[[], CommandLog]:
+    """Makes the spool's log, one per process (again in a forked child). The
+    directory is checked at once, so an unsafe one raises at construction."""
+    if sys.platform == "win32":
+        raise ConfigError("spool= needs a POSIX system (it locks files with flock)")
+    from ._spool import SqliteLog
+    from ._spool_files import prepare_directory
+
+    assert options.spool is not None
+    directory = prepare_directory(options.spool)
+
+    def factory() -> CommandLog:
+        return SqliteLog(
+            directory,
+            durability=options.durability,
+            interval=options.spool_interval,
+            max_bytes=options.spool_max_bytes,
+        )
+
+    return factory

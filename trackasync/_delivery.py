@@ -87,8 +87,9 @@ class Delivery(msgspec.Struct, eq=False):
     seq: int = 0
     #: Requests that carried it so far, earlier runs included.
     attempts: int = 0
-    #: True for a command taken back from an earlier run's spool: nobody holds
-    #: it but the ``on_result`` hook, which can tell it apart by this flag.
+    #: True for a command that came back from the spool (an earlier run's, or
+    #: this run's when the queue in memory was full): nobody holds it but the
+    #: ``on_result`` hook, which can tell it apart by this flag.
     recovered: bool = False
     # None while pending, then what ended it.
     _outcome: Accepted | DeliveryFailed | None = None

@@ -63,6 +63,11 @@ def _text(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _optional_text(name: str, raw: str) -> str | None:
+    value = raw.strip()
+    return None if value.lower() in ("none", "off") else value
+
+
 #: Tuning options read from the environment: the variable is
 #: ``TRACKASYNC_`` + the option's name in capitals (e.g. TRACKASYNC_MAX_QUEUE).
 TUNING: dict[str, Callable[[str, str], Any]] = {
@@ -84,6 +89,10 @@ TUNING: dict[str, Callable[[str, str], Any]] = {
     "proxy": _text,
     "trust_env": _boolean,
     "tls": _text,
+    "spool": _optional_text,
+    "durability": _text,
+    "spool_interval": _number,
+    "spool_max_bytes": _integer,
 }
 
 

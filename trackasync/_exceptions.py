@@ -9,6 +9,7 @@
     ├── ClientStateError       misuse of the lifecycle (also a RuntimeError)
     │   └── ClientClosed       the client no longer takes commands
     ├── QueueFull              no room in the queue under the chosen overflow policy
+    ├── SpoolError             the spool cannot keep a command (a full disk)
     ├── DeliveryFailed         a command's final outcome was not "accepted"
     ├── MissingExtra           an optional dependency is not installed (also an ImportError)
     └── RequestError           one HTTP request failed (.status, .request_id)
@@ -88,6 +89,17 @@ class QueueFull(TrackError):
     """The queue had no room: overflow policy "raise", or "wait" ran out of time.
 
     Nothing was queued by the call that raised it.
+    """
+
+
+class SpoolError(TrackError):
+    """The spool cannot write a command to disk (the disk is full, or the file
+    cannot be written).
+
+    Raised by a durable ``track``/``update_customer`` whose command could not be
+    committed. The command stays queued in memory and is sent as usual; the
+    spool writes it as soon as the disk takes it again. What the spool held
+    before is never lost.
     """
 
 

@@ -100,6 +100,21 @@ class Ledger:
                     hooks.push(delivery)
         self.counters.kept += kept
 
+    def spilled(self, delivery: Delivery) -> None:
+        """Memory is full: this command is kept in the spool only, and this
+        run sends it when memory has room (as a recovered command, whose
+        outcome reaches the hook and the stats). Its handle ends "kept" now."""
+        error = DeliveryFailed(
+            "kept",
+            "the queue in memory was full: the command is kept in the spool on "
+            "disk and sent from there; its outcome reaches on_result and stats()",
+            attempts=delivery.attempts,
+        )
+        if delivery._settle(error):
+            self.counters.kept += 1
+            if self.hooks is not None:
+                self.hooks.push(delivery)
+
     def record_failed(self, delivery: Delivery, error: DeliveryFailed) -> None:
         """Count, log and queue the hook for a command whose handle already holds
         this failure (settled at a call in another thread)."""

@@ -21,6 +21,8 @@ A durable implementation (a spool on disk) is the second.
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Awaitable, Sequence
 from typing import NamedTuple, Protocol
 
@@ -46,8 +48,10 @@ class CommandLog(Protocol):
     persistent: bool
 
     async def open(self) -> None:
-        """Start, in the process and loop that will use it. Appends made before
-        it completes are kept all the same."""
+        """Start, in the process and loop that will use it, and take what
+        earlier runs left (then offered by ``recover``). Appends made before it
+        completes are kept all the same. Called again from time to time, to
+        take what runs that ended since left."""
         ...
 
     def append(self, commands: Sequence[Delivery]) -> None:
@@ -123,3 +127,23 @@ class MemoryLog:
 
     def after_fork_in_child(self) -> None:
         pass
+
+
+def _stop_spools_at_exit() -> None:
+    """At interpreter exit: stop the spools' writer threads (committing what
+    they hold), after the clients' own exit hooks closed what they could."""
+    spool = sys.modules.get("trackasync._spool")
+    if spool is not None:
+        spool.stop_all_at_exit()
+
+
+# Registered here, by a module every client imports before ``_sync``: exit
+# hooks run in reverse order, so this runs after SyncClient's flush at exit,
+# which still needs the spool to record the outcomes it gets.
+_register_exit = getattr(threading, "_register_atexit", None)
+if _register_exit is not None:
+    _register_exit(_stop_spools_at_exit)
+else:  # pragma: no cover - every supported CPython has it
+    import atexit
+
+    atexit.register(_stop_spools_at_exit)

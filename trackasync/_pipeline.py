@@ -28,7 +28,7 @@ import anyio
 
 from ._alarm import close_details
 from ._batcher import Batcher
-from ._delivery import forget_owner, new_owner
+from ._delivery import Delivery, forget_owner, new_owner
 from ._dryrun import DRY_RUN_NOTICE
 from ._hooks import HookRunner
 from ._ledger import Ledger
@@ -51,7 +51,11 @@ HOOK_SHARE = 0.1
 # Commands recovered from a durable log per step, and how often a full queue is
 # looked at again for room for the next page.
 RECOVER_PAGE = 500
+# How long the close waits for a durable log to commit and close its file.
+LOG_CLOSE_GRACE = 5.0
 RECOVER_POLL = 0.05
+# How often a durable log looks again for files left by processes now gone.
+RESCAN_INTERVAL = 30.0
 
 _monotonic = time.monotonic
 
@@ -132,6 +136,19 @@ class Pipeline:
             ledger=self.ledger,
             log=log,
         )
+        # With a spool, a full queue in memory overflows to disk.
+        self._spilled = asyncio.Event()
+        spill = getattr(self.table.log, "spill", None)
+        if spill is not None:
+            room = self.table.log.has_room  # type: ignore[attr-defined]
+
+            def spill_and_wake(delivery: Delivery) -> bool:
+                if not spill(delivery):
+                    return False
+                self._spilled.set()
+                return True
+
+            self.table.enable_spill(spill_and_wake, room)
         # Awaiting one of this client's commands expedites this client only.
         self.owner = self.table.owner = new_owner(self.expedite)
         self.batcher: Batcher | None = None
@@ -218,14 +235,29 @@ class Pipeline:
         log = table.log
         await log.open()
         page = max(1, min(RECOVER_PAGE, table.maxsize // 2))
-        while not table.closed and log.backlog():
-            if table.maxsize - len(table) < page:
-                await asyncio.sleep(RECOVER_POLL)
-                continue
-            entries = await log.recover(page)
-            if not entries:
-                return
-            table.recovered(entries)
+        spilled = self._spilled
+        while not table.closed:
+            if log.backlog():
+                if table.maxsize - len(table) < page:
+                    await asyncio.sleep(RECOVER_POLL)
+                    continue
+                entries = await log.recover(page)
+                if entries:
+                    table.recovered(entries)
+                    continue
+            # Everything on disk is back in memory: new commands go there too.
+            table.stop_spilling()
+            # Until memory overflows again; and from time to time, a
+            # long-running process takes what processes that ended since it
+            # started left (a worker of the fleet killed meanwhile).
+            spilled.clear()
+            timer = asyncio.get_running_loop().call_later(RESCAN_INTERVAL, spilled.set)
+            try:
+                await spilled.wait()
+            finally:
+                timer.cancel()
+            if not table.closed and not log.backlog():
+                await log.open()
 
     # -- close -------------------------------------------------------------------------
 
@@ -332,7 +364,8 @@ class Pipeline:
             await self.transport.aclose()
         with anyio.move_on_after(CANCEL_GRACE):
             await self.rate.aclose()
-        with anyio.move_on_after(CANCEL_GRACE):
+        # A spool's last commit and its file's close take their own time.
+        with anyio.move_on_after(LOG_CLOSE_GRACE):
             await self.table.log.aclose()
         forget_owner(self.table.owner)
 
@@ -340,7 +373,8 @@ class Pipeline:
         """The loop died without letting the client stop (closed without
         cancelling its tasks): settle what is left here, synchronously."""
         self.life.state = CLOSING
-        self.table.close(keep=False)
+        # A durable log keeps what is left for the next run.
+        self.table.close(keep=True)
         self.finish()
 
     async def abandon(self, why: str) -> None:
@@ -352,14 +386,20 @@ class Pipeline:
         left = len(table) + table.in_flight
         message = (
             f"trackasync.Client was not closed and {why} with {left} "
-            "command(s) queued or in flight: they end 'closed', undelivered. "
-            "Use 'async with Client(...)' or 'await client.aclose()' before "
+            "command(s) queued or in flight: "
+            + (
+                "they are kept in the spool for the next run. "
+                if table.log.persistent
+                else "they end 'closed', undelivered. "
+            )
+            + "Use 'async with Client(...)' or 'await client.aclose()' before "
             "the loop ends."
         )
         if left:
             logger.warning(message)
         try:
-            await self.halt()
+            # A durable log keeps what is left for the next run.
+            await self.halt(keep=True)
             if self.hooks is not None:
                 await self.hooks.halt()
             await self._close_resources()

@@ -60,7 +60,9 @@ class Stats:
     #: In a forked child: the commands it inherited queued or in flight, left to
     #: the parent to send (the other counters start from zero in the child).
     discarded_at_fork: int = 0
-    #: Commands left in the spool at close, unsent, for the next run to send.
+    #: Commands in the spool and not in memory: left at close, unsent, for the
+    #: next run to send, or (while the client runs) kept on disk because the
+    #: queue in memory was full, until they come back to it.
     kept: int = 0
     #: Commands taken back from the spool of an earlier run (of this process or
     #: of one that is gone), to be sent by this one.

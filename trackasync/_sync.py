@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ._options import EnvOptions
+    from ._spool import SqliteLog
 
 logger = logging.getLogger("trackasync")
 
@@ -140,6 +141,11 @@ class _Runtime:
         self.event = client._event
         self.customer = client._customer
         self.table = client._pipeline.table
+        # With a durable spool, track() returns once its command is on disk.
+        # (Read off the log, not imported: a client without a spool never
+        # loads sqlite3 or the spool's modules.)
+        log: Any = self.table.log
+        self.spool: SqliteLog | None = log if getattr(log, "durable", False) else None
         self.closing = False
         self.forked = False
         self.failure: BaseException | None = None
@@ -241,6 +247,11 @@ class _Runtime:
         except RuntimeError:  # the loop is closed: the thread is gone
             self.check_alive()
             raise
+        spool = self.spool
+        if spool is not None and not self.in_loop_thread():
+            # Group commit: the callers of every thread share a transaction.
+            while not spool.wait_durable(delivery, _LIVENESS_POLL):
+                self.check_alive()
 
     # -- calls into the loop ---------------------------------------------------------
 
@@ -529,7 +540,8 @@ class SyncClient:
         *,
         timestamp: object = None,
     ) -> SyncDelivery:
-        """Queue an event and return its handle at once (no network wait).
+        """Queue an event and return its handle at once (no network wait; with
+        a durable spool, once the event is on disk).
 
         Raises ``InvalidEvent`` for bad input, and ``QueueFull`` when full under
         "raise" (or after ``queue_timeout`` under "wait", which blocks this thread).

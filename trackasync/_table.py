@@ -54,6 +54,10 @@ def _noop() -> None:
     pass
 
 
+def _no_room(nbytes: int) -> bool:
+    return False
+
+
 class CommandTable:
     """A FIFO of commands, at most ``maxsize`` long, and the set in flight.
 
@@ -80,6 +84,9 @@ class CommandTable:
         "_room",
         "_schedule",
         "_scheduled",
+        "_spill",
+        "_spill_room",
+        "_spilling",
         "_thread_waiting",
         "_tickets",
         "_woken",
@@ -156,6 +163,12 @@ class CommandTable:
         self._broken: Exception | None = None
         # Set by the pipeline: runs a function in the loop's thread, soon.
         self._schedule: Callable[[Callable[[], None]], object] | None = None
+        # With a spool: keeps a command on disk only when memory is full (True
+        # if it did), and whether commands go there now (they keep going there
+        # until what is on disk has come back, so none overtakes an older one).
+        self._spill: Callable[[Delivery], bool] | None = None
+        self._spill_room: Callable[[int], bool] = _no_room
+        self._spilling = False
 
     # -- reading -------------------------------------------------------------------
 
@@ -205,6 +218,9 @@ class CommandTable:
     def offer(self, delivery: Delivery) -> None:
         """Queue without waiting, applying the overflow policy when full."""
         items = self._items
+        if self._persistent:
+            # Numbered only where a log keys them: memory needs no number.
+            self.seq = delivery.seq = self.seq + 1
         if len(items) >= self._limit:
             self._overflow(delivery)
             self.enqueued += 1
@@ -213,8 +229,6 @@ class CommandTable:
         items.append(delivery)
         self.nbytes = nbytes = self.nbytes + len(delivery.body)
         if self._persistent:
-            # Numbered only where a log keys them: memory needs no number.
-            self.seq = delivery.seq = self.seq + 1
             self._log.append((delivery,))
         size = len(items)
         if size == 1 or size == self._batch_count or nbytes >= self._batch_bytes:
@@ -223,13 +237,37 @@ class CommandTable:
     def try_offer(self, delivery: Delivery) -> bool:
         """``offer``, except that under "wait" a full queue returns False instead
         of raising, so the caller can ``await put`` only when it must wait."""
-        if len(self._items) >= self._limit and self.overflow == "wait":
+        if (
+            len(self._items) >= self._limit
+            and self.overflow == "wait"
+            and not self._spillable(delivery)
+        ):
             return False
         self.offer(delivery)
         return True
 
     def _refresh_limit(self) -> None:
-        self._limit = 0 if self._putters else self.maxsize - self._woken
+        self._limit = (
+            0 if self._putters or self._spilling else self.maxsize - self._woken
+        )
+
+    def _spillable(self, delivery: Delivery) -> bool:
+        return self._spill is not None and self._spill_room(len(delivery.body))
+
+    def enable_spill(
+        self, spill: Callable[[Delivery], bool], room: Callable[[int], bool]
+    ) -> None:
+        """With a spool: when memory is full, ``spill(command)`` keeps a command
+        on disk only (False when the spool is full too); ``room(nbytes)`` says
+        whether it would take that many bytes more."""
+        self._spill = spill
+        self._spill_room = room
+
+    def stop_spilling(self) -> None:
+        """What was kept on disk has all come back: new commands go to memory."""
+        if self._spilling:
+            self._spilling = False
+            self._refresh_limit()
 
     async def put(self, delivery: Delivery, timeout: float | None) -> None:
         """Queue, waiting up to ``timeout`` for room under the "wait" policy."""
@@ -269,6 +307,8 @@ class CommandTable:
         if self.closed:
             raise ClientClosed("the client closed while waiting for room")
         self.enqueued += 1
+        if self._persistent:
+            self.seq = delivery.seq = self.seq + 1
         self._append(delivery)
 
     def _append(self, delivery: Delivery) -> None:
@@ -276,15 +316,24 @@ class CommandTable:
         items.append(delivery)
         self.nbytes += len(delivery.body)
         if self._persistent:
-            if not delivery.seq:  # a hand-over was numbered at the call
-                self.seq = delivery.seq = self.seq + 1
             self._log.append((delivery,))
         size = len(items)
         if size == 1 or size == self._batch_count or self.nbytes >= self._batch_bytes:
             self.wake()
 
     def _overflow(self, delivery: Delivery) -> None:
+        spill = self._spill
+        if spill is not None and spill(delivery):
+            # Memory is full: the command is on disk only, and comes back
+            # through recovery when there is room.
+            if not self._spilling:
+                self._spilling = True
+                self._limit = 0
+            self._ledger.spilled(delivery)
+            return
         if self.overflow in ("wait", "raise"):
+            if self._persistent:
+                self.seq -= 1
             raise QueueFull(
                 f"the queue is full ({self.maxsize} commands); nothing was queued"
             )
@@ -296,8 +345,6 @@ class CommandTable:
         self._items.append(delivery)
         self.nbytes += len(delivery.body)
         if self._persistent:
-            if not delivery.seq:
-                self.seq = delivery.seq = self.seq + 1
             self._log.append((delivery,))
             self._log.settle((oldest.seq,))
         self._drop(oldest)
@@ -337,10 +384,14 @@ class CommandTable:
                 raise self._broken
             overflow = self.overflow
             if overflow == "wait" or overflow == "raise":
-                if self._tickets <= 0:
-                    self._wait_for_ticket(timeout, may_wait and overflow == "wait")
-                self._tickets -= 1
-                self._inbox.append(delivery)
+                if self._tickets <= 0 and self._spillable(delivery):
+                    # No room in memory, room on disk: the loop spills it.
+                    self._inbox.append(delivery)
+                else:
+                    if self._tickets <= 0:
+                        self._wait_for_ticket(timeout, may_wait and overflow == "wait")
+                    self._tickets -= 1
+                    self._inbox.append(delivery)
             elif len(self._inbox) >= self.maxsize:
                 # The loop is a whole queue behind the callers: drop here, so
                 # the hand-over stays bounded; the loop records the outcome.
@@ -349,10 +400,8 @@ class CommandTable:
             else:
                 self._inbox.append(delivery)
             self.enqueued += 1
-            if self._persistent:
-                # Numbered here, under the lock, so that the caller can wait
-                # for this very command to be durable.
-                self.seq = delivery.seq = self.seq + 1
+            # Its sequence number is given in the loop (drain_inbox), so that a
+            # log sees commands in the order of their numbers.
             if self._scheduled:
                 return
             self._scheduled = True
@@ -402,11 +451,24 @@ class CommandTable:
             dropped, self._inbox_dropped = self._inbox_dropped, []
             self._scheduled = False
         if self.overflow in ("wait", "raise"):
-            # Room was taken at the call.
+            # Room was taken at the call (or the command is to be spilled).
+            spill = self._spill
             for delivery in items:
-                self._append(delivery)
+                self.seq = delivery.seq = self.seq + 1
+                if (
+                    spill is not None
+                    and (self._spilling or len(self._items) >= self.maxsize)
+                    and spill(delivery)
+                ):
+                    if not self._spilling:
+                        self._spilling = True
+                        self._limit = 0
+                    self._ledger.spilled(delivery)
+                else:
+                    self._append(delivery)
         else:
             for delivery in items:
+                self.seq = delivery.seq = self.seq + 1
                 if len(self._items) >= self.maxsize:
                     self._overflow(delivery)
                 else:
@@ -487,8 +549,10 @@ class CommandTable:
     # -- recovery --------------------------------------------------------------------
 
     def recovered(self, entries: Sequence[LogEntry]) -> int:
-        """Queue commands an earlier run left (oldest first), ahead of new ones:
-        they are older. Returns how many."""
+        """Queue commands taken back from the log (oldest first): those an
+        earlier run left (negative numbers) ahead of the queue, as they are
+        older; those this run kept on disk when memory was full (positive
+        numbers) behind it, as they are newer. Returns how many."""
         if not entries:
             return 0
         owner = self.owner
@@ -504,9 +568,16 @@ class CommandTable:
             )
             for entry in entries
         ]
-        self._items.extendleft(reversed(commands))
+        counters = self._ledger.counters
+        if entries[0].seq < 0:
+            self._items.extendleft(reversed(commands))
+            counters.recovered += len(commands)
+        else:
+            # This run's own, kept on disk while memory was full: no longer
+            # kept (for the next run) but queued again, so the books balance.
+            self._items.extend(commands)
+            counters.kept -= len(commands)
         self.nbytes += sum(len(entry.body) for entry in entries)
-        self._ledger.counters.recovered += len(commands)
         self.wake()
         return len(commands)
 

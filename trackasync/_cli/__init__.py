@@ -1,14 +1,15 @@
-"""The ``trackasync`` command: ``send``, ``demo`` and ``fake-server``."""
+"""The ``trackasync`` command: ``send``, ``demo``, ``spool`` and ``fake-server``."""
 
 from __future__ import annotations
 
 import sys
 
-_USAGE = """usage: trackasync {send,demo,fake-server} [options]
+_USAGE = """usage: trackasync {send,demo,spool,fake-server} [options]
 
   send         send a JSON Lines file of events and customer updates
   demo         send events through the real client to a fake Tracking API
                that injects faults, and check what it stored
+  spool        show what a spool directory holds; --drain sends it now
   fake-server  serve the fake Tracking API on a port, for demos and for
                tests of an app in another process (GET /_fake/state
                returns what it stored)
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as demo
 
         return demo(rest)
+    if command == "spool":
+        from .spool import main as spool
+
+        return spool(rest)
     if command == "fake-server":
         from ..testing._fake_serve import serve
 

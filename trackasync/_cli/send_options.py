@@ -132,6 +132,12 @@ def parser() -> argparse.ArgumentParser:
         help="trust the CAs in this PEM file instead of the system's (TRACKASYNC_TLS)",
     )
     add(
+        "--spool",
+        metavar="DIR",
+        help="keep accepted lines in this spool directory until delivered "
+        "(TRACKASYNC_SPOOL; TRACKASYNC_DURABILITY=interval for speed)",
+    )
+    add(
         "--max-in-flight",
         type=_positive,
         metavar="N",
@@ -174,4 +180,6 @@ def client_options(args: argparse.Namespace) -> dict[str, Any]:
         overrides["trust_env"] = False
     if args.tls is not None:
         overrides["tls"] = args.tls
+    if args.spool:
+        overrides["spool"] = args.spool
     return client_kwargs(overrides)
