@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
-from trackasync._cli.send_options import client_options as _options, parser as _parser
 
 from trackasync import Client
 from trackasync._cli import main as cli
+from trackasync._cli.send_options import client_options as _options, parser as _parser
 from trackasync._cli.spool import main
 from trackasync.testing import FakeTrackingAPI, RecordingTransport
 
