@@ -22,6 +22,7 @@ import anyio
 from . import _fork
 from ._auth import PrivateKey, PublicToken
 from ._config import Limits, Retry, api_base
+from ._consent import CONSENT, ConsentAction, ConsentClock, consent_properties
 from ._delivery import Delivery, Receipt
 from ._dryrun import default_transport, resolve_send
 from ._encoding import Codec
@@ -108,6 +109,7 @@ class Client:
         "__weakref__",
         "_base",
         "_codec",
+        "_consents",
         "_encode_event",
         "_entered",
         "_headers",
@@ -208,6 +210,7 @@ class Client:
         }
         self._codec = Codec(options.the_limits)
         self._encode_event = self._codec.event
+        self._consents = ConsentClock()
         # send=False (or TRACKASYNC_SEND=0): a transport that answers success.
         self._send = resolve_send(options.send, options.transport)
         self._entered = False
@@ -540,6 +543,54 @@ class Client:
         )
         return self._codec.customer(customer_ids, properties, stamp)
 
+    def consent_nowait(
+        self,
+        customer_ids: Mapping[str, str],
+        action: ConsentAction,
+        category: str,
+        *,
+        valid_until: float | str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        timestamp: object = None,
+    ) -> Delivery:
+        """Queue a consent (an ``accept`` or ``reject`` of one category) without
+        waiting; returns its ``Delivery``.
+
+        ``action``, ``category`` and ``valid_until`` (UNIX seconds or
+        ``"unlimited"``; needed for ``"accept"``) are checked here and raise
+        ``InvalidEvent``: the API silently ignores a consent with any of them
+        wrong. The timestamp (now, or ``timestamp``) is moved forward if needed
+        so that it is strictly later than the previous consent of the same
+        customer and category in this process: the later call wins.
+        """
+        if self._life.open_loop is not _get_running_loop():
+            self._ensure_open()
+        delivery = self._consent(
+            customer_ids, action, category, valid_until, properties, timestamp
+        )
+        self._offer(delivery)
+        return delivery
+
+    async def consent(
+        self,
+        customer_ids: Mapping[str, str],
+        action: ConsentAction,
+        category: str,
+        *,
+        valid_until: float | str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        timestamp: object = None,
+    ) -> Delivery:
+        """Queue a consent; under "wait", waits for room. See ``consent_nowait``."""
+        if self._life.open_loop is not _get_running_loop():
+            self._ensure_open()
+        delivery = self._consent(
+            customer_ids, action, category, valid_until, properties, timestamp
+        )
+        if not self._try_offer(delivery):
+            await self._table.put(delivery, self._queue_timeout)
+        return delivery
+
     # -- the seam for SyncClient, which runs in other threads ----------------------
 
     def _event(
@@ -557,6 +608,23 @@ class Client:
         now = _now()
         stamp = now if timestamp is None else to_seconds(timestamp, "timestamp")
         body = self._encode_event(customer_ids, event_type, properties, stamp)
+        return Delivery("customers/events", body, now, self._owner)
+
+    def _consent(
+        self,
+        customer_ids: Mapping[str, str],
+        action: object,
+        category: object,
+        valid_until: object,
+        properties: Mapping[str, Any] | None,
+        timestamp: object,
+    ) -> Delivery:
+        """Validate, stamp and encode a consent event, not yet queued (any thread)."""
+        props = consent_properties(action, category, valid_until, properties)
+        now = _now()
+        wanted = now if timestamp is None else to_seconds(timestamp, "timestamp")
+        stamp = self._consents.stamp(customer_ids, props["category"], wanted)
+        body = self._codec.event(customer_ids, CONSENT, props, stamp)
         return Delivery("customers/events", body, now, self._owner)
 
     def _customer(
