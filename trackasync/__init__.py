@@ -33,6 +33,7 @@ from ._metrics import (
 )
 from ._options import Mode as Mode
 from ._pipeline import ClientState as ClientState
+from ._shape import BeforeSend as BeforeSend, Event as Event
 from ._signals import close_on_sigterm as close_on_sigterm
 from ._stats import (
     CloseReport as CloseReport,
@@ -54,6 +55,7 @@ __all__ = (
     "APIError",
     "AuthError",
     "BadRequest",
+    "BeforeSend",
     "Client",
     "ClientClosed",
     "ClientState",
@@ -63,6 +65,7 @@ __all__ = (
     "ConfigError",
     "Delivery",
     "DeliveryFailed",
+    "Event",
     "FlushResult",
     "InvalidEvent",
     "Limits",

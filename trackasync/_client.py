@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import warnings
@@ -51,6 +52,7 @@ from ._pipeline import (
 )
 from ._ratelimit import DEFAULT_RATE_LIMIT
 from ._results import system_time_of
+from ._shape import BeforeSend, Shaper, filtered, shaper_of
 from ._stats import CloseReport, FlushResult, Stats
 from ._table import Overflow
 from ._timestamps import now as _now, to_seconds
@@ -121,6 +123,7 @@ class Client:
         "_pipeline",
         "_queue_timeout",
         "_send",
+        "_shaper",
         "_table",
         "_transport",
         "_try_offer",
@@ -153,6 +156,8 @@ class Client:
         proxy: str | None = None,
         trust_env: bool = True,
         tls: TLSOption = None,
+        default_properties: Mapping[str, Any] | None = None,
+        before_send: BeforeSend | None = None,
     ) -> None:
         options = Options(
             base_url=base_url,
@@ -179,6 +184,8 @@ class Client:
             proxy=proxy,
             trust_env=trust_env,
             tls=tls,
+            default_properties=default_properties,
+            before_send=before_send,
         )
         self._setup(options)
 
@@ -211,6 +218,7 @@ class Client:
         self._codec = Codec(options.the_limits)
         self._encode_event = self._codec.event
         self._consents = ConsentClock()
+        self._shaper = shaper_of(options.default_properties, options.before_send)
         # send=False (or TRACKASYNC_SEND=0): a transport that answers success.
         self._send = resolve_send(options.send, options.transport)
         self._entered = False
@@ -430,6 +438,11 @@ class Client:
         # object, one append. Each extra call here costs a measurable share.
         if self._life.open_loop is not _get_running_loop():
             self._ensure_open()
+        if self._shaper is not None:  # default_properties or before_send
+            delivery = self._event(customer_ids, event_type, properties, timestamp)
+            if delivery._outcome is None:
+                self._offer(delivery)
+            return delivery
         now = _time_ns() // 1000 / 1_000_000
         delivery = Delivery(
             "customers/events",
@@ -462,6 +475,11 @@ class Client:
         # shared helper would add a call to every event of both paths.
         if self._life.open_loop is not _get_running_loop():
             self._ensure_open()
+        if self._shaper is not None:  # default_properties or before_send
+            delivery = self._event(customer_ids, event_type, properties, timestamp)
+            if delivery._outcome is None and not self._try_offer(delivery):
+                await self._table.put(delivery, self._queue_timeout)
+            return delivery
         now = _time_ns() // 1000 / 1_000_000
         delivery = Delivery(
             "customers/events",
@@ -568,7 +586,8 @@ class Client:
         delivery = self._consent(
             customer_ids, action, category, valid_until, properties, timestamp
         )
-        self._offer(delivery)
+        if delivery._outcome is None:  # not dropped by before_send
+            self._offer(delivery)
         return delivery
 
     async def consent(
@@ -587,7 +606,7 @@ class Client:
         delivery = self._consent(
             customer_ids, action, category, valid_until, properties, timestamp
         )
-        if not self._try_offer(delivery):
+        if delivery._outcome is None and not self._try_offer(delivery):
             await self._table.put(delivery, self._queue_timeout)
         return delivery
 
@@ -607,7 +626,39 @@ class Client:
         """
         now = _now()
         stamp = now if timestamp is None else to_seconds(timestamp, "timestamp")
+        if self._shaper is not None:
+            return self._shaped(
+                self._shaper, customer_ids, event_type, properties, stamp, now
+            )
         body = self._encode_event(customer_ids, event_type, properties, stamp)
+        return Delivery("customers/events", body, now, self._owner)
+
+    def _shaped(
+        self,
+        shaper: Shaper,
+        customer_ids: Mapping[str, str],
+        event_type: str,
+        properties: Mapping[str, Any] | None,
+        stamp: float,
+        now: float,
+    ) -> Delivery:
+        """An event through default_properties and before_send (any thread);
+        already settled as "filtered" if before_send dropped it."""
+        event = shaper.shape(customer_ids, event_type, properties, stamp)
+        if event is None:
+            return filtered(now, self._owner)
+        if event.event_type == CONSENT:
+            # A hook must not turn a consent into something the API ignores.
+            props = event.properties
+            consent_properties(
+                props.get("action"),
+                props.get("category"),
+                props.get("valid_until"),
+                None,
+            )
+        body = self._codec.event(
+            event.customer_ids, event.event_type, event.properties, event.timestamp
+        )
         return Delivery("customers/events", body, now, self._owner)
 
     def _consent(
@@ -624,6 +675,8 @@ class Client:
         now = _now()
         wanted = now if timestamp is None else to_seconds(timestamp, "timestamp")
         stamp = self._consents.stamp(customer_ids, props["category"], wanted)
+        if self._shaper is not None:
+            return self._shaped(self._shaper, customer_ids, CONSENT, props, stamp, now)
         body = self._codec.event(customer_ids, CONSENT, props, stamp)
         return Delivery("customers/events", body, now, self._owner)
 
@@ -694,9 +747,12 @@ class Client:
         pipeline = self._pipeline
         enqueued, queued, in_flight = pipeline.table.counts()
         hooks = pipeline.hooks
-        return pipeline.counters.snapshot(
+        stats = pipeline.counters.snapshot(
             enqueued=enqueued,
             queued=queued,
             in_flight=in_flight,
             hooks_skipped=0 if hooks is None else hooks.skipped,
         )
+        if self._shaper is not None and self._shaper.filtered:
+            stats = dataclasses.replace(stats, filtered=self._shaper.filtered)
+        return stats

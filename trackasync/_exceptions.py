@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-FailureReason = Literal["rejected", "gave_up", "dropped", "closed", "kept"]
+FailureReason = Literal["rejected", "gave_up", "dropped", "closed", "kept", "filtered"]
 
 
 class TrackError(Exception):

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from ._auth import PrivateKey, PublicToken
 from ._config import Limits, Retry, _positive
@@ -22,6 +23,7 @@ from ._exceptions import ConfigError
 from ._hooks import ResultHook
 from ._network import Network, TLSOption
 from ._ratelimit import DEFAULT_RATE_LIMIT
+from ._shape import BeforeSend, check_default_properties
 from ._table import OVERFLOW_POLICIES, Overflow
 from ._transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT
 
@@ -104,6 +106,12 @@ class Options:
     #: TLS: an ``ssl.SSLContext``, or the path of a CA bundle to trust instead
     #: of the system's (None: the system's CAs).
     tls: TLSOption = None
+    #: Properties merged into every event (the call's own win on a shared
+    #: name), before the size checks (None: none).
+    default_properties: Mapping[str, Any] | None = None
+    #: Called with each event (a ``trackasync.Event``) at the call, in the
+    #: caller's thread; returns it, changed or not, or None to drop it.
+    before_send: BeforeSend | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.auth, (PrivateKey, PublicToken)):
@@ -144,6 +152,9 @@ class Options:
             raise ConfigError("allow_http must be True or False")
         if self.send is not None and not isinstance(self.send, bool):
             raise ConfigError("send must be True, False or None")
+        check_default_properties(self.default_properties)
+        if self.before_send is not None and not callable(self.before_send):
+            raise ConfigError("before_send must be callable")
         # Checked here, so that a bad proxy or TLS setting fails at construction
         # (ConfigError quotes no proxy URL: it can carry credentials).
         self.network()
@@ -205,6 +216,8 @@ class SyncClientOptions(TypedDict, total=False):
     proxy: str | None
     trust_env: bool
     tls: TLSOption
+    default_properties: Mapping[str, Any] | None
+    before_send: BeforeSend | None
 
 
 class EnvOptions(SyncClientOptions, total=False):

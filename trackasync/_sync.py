@@ -539,7 +539,8 @@ class SyncClient:
         if runtime is None or runtime.failure is not None:
             runtime = self._ready()
         delivery = runtime.event(customer_ids, event_type, properties, timestamp)
-        runtime.hand_over(delivery)
+        if delivery._outcome is None:  # not dropped by before_send
+            runtime.hand_over(delivery)
         return SyncDelivery(delivery, runtime)
 
     def update_customer(
@@ -575,7 +576,8 @@ class SyncClient:
         delivery = runtime.client._consent(
             customer_ids, action, category, valid_until, properties, timestamp
         )
-        runtime.hand_over(delivery)
+        if delivery._outcome is None:  # not dropped by before_send
+            runtime.hand_over(delivery)
         return SyncDelivery(delivery, runtime)
 
     def track_and_wait(
