@@ -123,17 +123,18 @@ class Shaper:
     ) -> Event | None:
         """The event to encode, or None if ``before_send`` dropped it."""
         defaults = self._defaults
+        # Exact-class tests first: the ABC isinstance costs more than the rest.
         if properties is None:
-            merged = {} if defaults is None else dict(defaults)
-        elif not isinstance(properties, Mapping):
+            merged = {} if defaults is None else defaults.copy()
+        elif properties.__class__ is dict or isinstance(properties, Mapping):
+            merged = (
+                dict(properties) if defaults is None else {**defaults, **properties}
+            )
+        else:
             raise InvalidEvent(
                 f"properties must be a mapping, got {type(properties).__name__}",
                 field="properties",
             )
-        elif defaults is None:
-            merged = dict(properties)
-        else:
-            merged = {**defaults, **properties}
         hook = self._before_send
         if hook is None:
             return Event(
@@ -142,7 +143,7 @@ class Shaper:
                 properties=merged,
                 timestamp=timestamp,
             )
-        if not isinstance(customer_ids, Mapping):
+        if customer_ids.__class__ is not dict and not isinstance(customer_ids, Mapping):
             raise InvalidEvent(
                 "customer_ids must be a mapping of id name to value, "
                 f"got {type(customer_ids).__name__}",
