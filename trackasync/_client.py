@@ -104,6 +104,8 @@ class Client:
       plain http to a host other than this one; ``send=False``: a dry run.
     - ``proxy``, ``trust_env`` (True), ``tls``: an HTTP(S) proxy, whether the
       environment's proxy variables count, and the CAs to trust.
+    - ``default_properties``, ``before_send``: properties merged into every
+      event, and a hook that changes or drops each event at its call.
     """
 
     # Slots make the attribute reads of the per-call hot path cheaper.
