@@ -210,3 +210,27 @@ def test_sync_client_consents_from_many_threads_keep_their_order() -> None:
         consents = api.consents
         assert len(consents) == 40
         assert len({c.timestamp for c in consents}) == 40
+
+
+async def test_the_fake_keeps_the_first_of_two_consents_with_one_timestamp(
+    fake_tracking_api: FakeTrackingAPI,
+) -> None:
+    """Equal timestamps are ambiguous in the API: the fake resolves them
+    against arrival order, so a client relying on that order is caught."""
+    api = fake_tracking_api
+    body = {"category": "news", "valid_until": "unlimited"}
+    async with client_for(api) as client:
+        await (
+            await client.track(
+                IDS, "consent", {"action": "accept", **body}, timestamp=1_700_000_000
+            )
+        )
+        await (
+            await client.track(
+                IDS, "consent", {"action": "reject", **body}, timestamp=1_700_000_000
+            )
+        )
+    in_force = api.consent_in_force(IDS, "news")
+    assert in_force is not None
+    assert in_force.action == "accept"
+    assert api.consent_in_force(IDS, "other") is None

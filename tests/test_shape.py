@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -201,3 +202,29 @@ async def test_unset_options_leave_no_shaper() -> None:
     client, _ = _client(default_properties={})
     assert client._shaper is None
     await client.aclose()
+
+
+async def test_before_send_runs_in_the_callers_context() -> None:
+    """A context variable the caller set is what the hook reads (a request id
+    set by a web framework, say), and a timestamp it sets is converted."""
+    import contextvars
+    from datetime import datetime, timezone
+
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+
+    def hook(event: Event) -> Event | None:
+        event.properties["request_id"] = request_id.get("none")
+        event.timestamp = datetime(2026, 1, 1, tzinfo=timezone.utc)  # type: ignore[assignment]
+        return event
+
+    client, transport = _client(before_send=hook)
+    async with client:
+
+        async def handler(rid: str) -> None:
+            request_id.set(rid)
+            await client.track_nowait(IDS, "view")
+
+        await asyncio.gather(handler("r1"), handler("r2"))
+    sent = _sent(transport)
+    assert sorted(d["properties"]["request_id"] for d in sent) == ["r1", "r2"]
+    assert {d["timestamp"] for d in sent} == {1767225600.0}
