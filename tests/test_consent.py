@@ -30,6 +30,9 @@ IDS = {"registered": "ann@example.com"}
         (("accept", "newsletter", True), "valid_until"),
         (("accept", "newsletter", float("nan")), "valid_until"),
         (("accept", "newsletter", -5), "valid_until"),
+        (("accept", "newsletter", 0), "valid_until"),
+        (("accept", "newsletter", 1_900_000_000_000), "valid_until"),  # ms
+        (("accept", "newsletter", "next year"), "valid_until"),
     ],
 )
 async def test_bad_consent_fields_raise_invalid_event_at_the_call(
@@ -234,3 +237,19 @@ async def test_the_fake_keeps_the_first_of_two_consents_with_one_timestamp(
     assert in_force is not None
     assert in_force.action == "accept"
     assert api.consent_in_force(IDS, "other") is None
+
+
+async def test_valid_until_takes_a_datetime_as_unix_seconds() -> None:
+    """An aware datetime or ISO string is sent as UNIX seconds."""
+    from datetime import datetime, timezone
+
+    async with Client(
+        "https://api.exponea.com", "t", auth=_auth(), send=False
+    ) as client:
+        until = datetime(2027, 1, 1, tzinfo=timezone.utc)
+        d1 = client.consent_nowait(IDS, "accept", "news", valid_until=until)
+        d2 = client.consent_nowait(
+            IDS, "accept", "news", valid_until="2027-01-01T00:00:00Z"
+        )
+    assert d1.data()["properties"]["valid_until"] == 1798761600.0
+    assert d2.data()["properties"]["valid_until"] == 1798761600.0

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from ._exceptions import InvalidEvent
+from ._timestamps import to_seconds
 
 __all__ = ["CONSENT", "ConsentClock", "consent_properties"]
 
@@ -73,19 +74,27 @@ def consent_properties(
         until = None
     elif valid_until == UNLIMITED and valid_until.__class__ is str:
         until = UNLIMITED
-    elif (
-        isinstance(valid_until, (int, float))
-        and not isinstance(valid_until, bool)
-        and math.isfinite(valid_until)
-        and valid_until > 0
-    ):
-        until = valid_until
-    else:
+    elif isinstance(valid_until, str) and valid_until.strip().lower() == UNLIMITED:
         raise InvalidEvent(
-            "consent valid_until must be UNIX seconds (a positive number) or "
-            f"'unlimited', got {valid_until!r}",
+            f"consent valid_until must be exactly 'unlimited', got {valid_until!r}",
             field="valid_until",
         )
+    else:
+        # Seconds, an aware datetime or an ISO 8601 string, converted as every
+        # timestamp is (milliseconds refused: the API would read a far future).
+        try:
+            until = to_seconds(valid_until, "valid_until")
+        except InvalidEvent as exc:
+            raise InvalidEvent(
+                f"consent valid_until must be UNIX seconds, a date-time or "
+                f"'unlimited': {exc}",
+                field="valid_until",
+            ) from None
+        if until <= 0:
+            raise InvalidEvent(
+                f"consent valid_until must be after 1970, got {valid_until!r}",
+                field="valid_until",
+            )
     extra: dict[str, Any] = {}
     if properties is not None:
         if not isinstance(properties, Mapping):
