@@ -192,6 +192,13 @@ def test_sync_client_filters_and_counts() -> None:
         assert stats.filtered == 1
         assert stats.delivered == 1
         assert stats.enqueued == 1
+        assert stats.enqueued + stats.recovered == (
+            stats.delivered
+            + sum(stats.failed.values())
+            + stats.kept
+            + stats.queued
+            + stats.in_flight
+        )
         assert [e.event_type for e in api.events] == ["keep"]
     assert set(threads) == {threading.current_thread().name}
 
