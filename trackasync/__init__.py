@@ -34,6 +34,7 @@ from ._metrics import (
 )
 from ._options import Durability as Durability, Mode as Mode
 from ._pipeline import ClientState as ClientState
+from ._shape import BeforeSend as BeforeSend, Event as Event
 from ._signals import close_on_sigterm as close_on_sigterm
 from ._stats import (
     CloseReport as CloseReport,
@@ -55,6 +56,7 @@ __all__ = (
     "APIError",
     "AuthError",
     "BadRequest",
+    "BeforeSend",
     "Client",
     "ClientClosed",
     "ClientState",
@@ -65,6 +67,7 @@ __all__ = (
     "Delivery",
     "DeliveryFailed",
     "Durability",
+    "Event",
     "FlushResult",
     "InvalidEvent",
     "Limits",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -24,6 +25,7 @@ import anyio
 from . import _fork
 from ._auth import PrivateKey, PublicToken
 from ._config import Limits, Retry, api_base
+from ._consent import CONSENT, ConsentAction, ConsentClock, consent_properties
 from ._delivery import Delivery, Receipt
 from ._dryrun import default_transport, resolve_send
 from ._encoding import Codec
@@ -55,6 +57,7 @@ from ._pipeline import (
 )
 from ._ratelimit import DEFAULT_RATE_LIMIT
 from ._results import system_time_of
+from ._shape import BeforeSend, Shaper, filtered, shaper_of
 from ._stats import CloseReport, FlushResult, Stats
 from ._table import Overflow
 from ._timestamps import now as _now, to_seconds
@@ -110,6 +113,8 @@ class Client:
       ``spool_max_bytes`` (8 GiB): a directory where commands survive a crash
       until their outcome, when a command is on disk (see ``Durability``),
       and how much the spool holds beyond the queue in memory.
+    - ``default_properties``, ``before_send``: properties merged into every
+      event, and a hook that changes or drops each event at its call.
     """
 
     # Slots make the attribute reads of the per-call hot path cheaper.
@@ -117,6 +122,7 @@ class Client:
         "__weakref__",
         "_base",
         "_codec",
+        "_consents",
         "_encode_event",
         "_entered",
         "_headers",
@@ -129,6 +135,7 @@ class Client:
         "_pipeline",
         "_queue_timeout",
         "_send",
+        "_shaper",
         "_synced",
         "_table",
         "_transport",
@@ -166,6 +173,8 @@ class Client:
         durability: Durability = "durable",
         spool_interval: float = DEFAULT_SPOOL_INTERVAL,
         spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
+        default_properties: Mapping[str, Any] | None = None,
+        before_send: BeforeSend | None = None,
     ) -> None:
         options = Options(
             base_url=base_url,
@@ -196,6 +205,8 @@ class Client:
             durability=durability,
             spool_interval=spool_interval,
             spool_max_bytes=spool_max_bytes,
+            default_properties=default_properties,
+            before_send=before_send,
         )
         self._setup(options)
 
@@ -229,6 +240,8 @@ class Client:
         }
         self._codec = Codec(options.the_limits)
         self._encode_event = self._codec.event
+        self._consents = ConsentClock()
+        self._shaper = shaper_of(options.default_properties, options.before_send)
         # send=False (or TRACKASYNC_SEND=0): a transport that answers success.
         self._send = resolve_send(options.send, options.transport)
         self._entered = False
@@ -451,6 +464,11 @@ class Client:
         # object, one append. Each extra call here costs a measurable share.
         if self._life.open_loop is not _get_running_loop():
             self._ensure_open()
+        if self._shaper is not None:  # default_properties or before_send
+            delivery = self._event(customer_ids, event_type, properties, timestamp)
+            if delivery._outcome is None:
+                self._offer(delivery)
+            return delivery
         now = _time_ns() // 1000 / 1_000_000
         delivery = Delivery(
             "customers/events",
@@ -483,6 +501,11 @@ class Client:
         # shared helper would add a call to every event of both paths.
         if self._life.open_loop is not _get_running_loop():
             self._ensure_open()
+        if self._shaper is not None:  # default_properties or before_send
+            delivery = self._event(customer_ids, event_type, properties, timestamp)
+            if delivery._outcome is None and not self._try_offer(delivery):
+                await self._table.put(delivery, self._queue_timeout)
+            return delivery
         now = _time_ns() // 1000 / 1_000_000
         delivery = Delivery(
             "customers/events",
@@ -572,6 +595,55 @@ class Client:
         )
         return self._codec.customer(customer_ids, properties, stamp)
 
+    def consent_nowait(
+        self,
+        customer_ids: Mapping[str, str],
+        action: ConsentAction,
+        category: str,
+        *,
+        valid_until: float | str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        timestamp: object = None,
+    ) -> Delivery:
+        """Queue a consent (an ``accept`` or ``reject`` of one category) without
+        waiting; returns its ``Delivery``.
+
+        ``action``, ``category`` and ``valid_until`` (UNIX seconds or
+        ``"unlimited"``; needed for ``"accept"``) are checked here and raise
+        ``InvalidEvent``: the API silently ignores a consent with any of them
+        wrong. The timestamp (now, or ``timestamp``) is moved forward if needed
+        so that it is strictly later than the previous consent of the same
+        customer and category in this process: the later call wins.
+        """
+        if self._life.open_loop is not _get_running_loop():
+            self._ensure_open()
+        delivery = self._consent(
+            customer_ids, action, category, valid_until, properties, timestamp
+        )
+        if delivery._outcome is None:  # not dropped by before_send
+            self._offer(delivery)
+        return delivery
+
+    async def consent(
+        self,
+        customer_ids: Mapping[str, str],
+        action: ConsentAction,
+        category: str,
+        *,
+        valid_until: float | str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        timestamp: object = None,
+    ) -> Delivery:
+        """Queue a consent; under "wait", waits for room. See ``consent_nowait``."""
+        if self._life.open_loop is not _get_running_loop():
+            self._ensure_open()
+        delivery = self._consent(
+            customer_ids, action, category, valid_until, properties, timestamp
+        )
+        if delivery._outcome is None and not self._try_offer(delivery):
+            await self._table.put(delivery, self._queue_timeout)
+        return delivery
+
     # -- the seam for SyncClient, which runs in other threads ----------------------
 
     def _event(
@@ -588,7 +660,58 @@ class Client:
         """
         now = _now()
         stamp = now if timestamp is None else to_seconds(timestamp, "timestamp")
+        if self._shaper is not None:
+            return self._shaped(
+                self._shaper, customer_ids, event_type, properties, stamp, now
+            )
         body = self._encode_event(customer_ids, event_type, properties, stamp)
+        return Delivery("customers/events", body, now, self._owner)
+
+    def _shaped(
+        self,
+        shaper: Shaper,
+        customer_ids: Mapping[str, str],
+        event_type: str,
+        properties: Mapping[str, Any] | None,
+        stamp: float,
+        now: float,
+    ) -> Delivery:
+        """An event through default_properties and before_send (any thread);
+        already settled as "filtered" if before_send dropped it."""
+        event = shaper.shape(customer_ids, event_type, properties, stamp)
+        if event is None:
+            return filtered(now, self._owner)
+        if event.event_type == CONSENT:
+            # A hook must not turn a consent into something the API ignores.
+            props = event.properties
+            consent_properties(
+                props.get("action"),
+                props.get("category"),
+                props.get("valid_until"),
+                None,
+            )
+        body = self._codec.event(
+            event.customer_ids, event.event_type, event.properties, event.timestamp
+        )
+        return Delivery("customers/events", body, now, self._owner)
+
+    def _consent(
+        self,
+        customer_ids: Mapping[str, str],
+        action: object,
+        category: object,
+        valid_until: object,
+        properties: Mapping[str, Any] | None,
+        timestamp: object,
+    ) -> Delivery:
+        """Validate, stamp and encode a consent event, not yet queued (any thread)."""
+        props = consent_properties(action, category, valid_until, properties)
+        now = _now()
+        wanted = now if timestamp is None else to_seconds(timestamp, "timestamp")
+        stamp = self._consents.stamp(customer_ids, props["category"], wanted)
+        if self._shaper is not None:
+            return self._shaped(self._shaper, customer_ids, CONSENT, props, stamp, now)
+        body = self._codec.event(customer_ids, CONSENT, props, stamp)
         return Delivery("customers/events", body, now, self._owner)
 
     def _customer(
@@ -658,12 +781,15 @@ class Client:
         pipeline = self._pipeline
         enqueued, queued, in_flight = pipeline.table.counts()
         hooks = pipeline.hooks
-        return pipeline.counters.snapshot(
+        stats = pipeline.counters.snapshot(
             enqueued=enqueued,
             queued=queued,
             in_flight=in_flight,
             hooks_skipped=0 if hooks is None else hooks.skipped,
         )
+        if self._shaper is not None and self._shaper.filtered:
+            stats = dataclasses.replace(stats, filtered=self._shaper.filtered)
+        return stats
 
 
 def _spool_factory(options: Options) -> Callable[[], CommandLog]:

@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 
 from ._config import Limits
+from ._contract import check_names_ascii
 from ._exceptions import InvalidEvent, PayloadTooLarge
 from ._values import PLAIN, enc_hook, normalise
 
@@ -231,6 +232,9 @@ class Codec:
                         f"property names must be strings, got {key!r}",
                         field=repr(key),
                     ) from None
+        # Only names not seen before come here (or every name, once the set is
+        # full): the once-per-process check costs nothing on the hot path.
+        check_names_ascii(properties)
         if len(self._names) < _MAX_KNOWN_NAMES:
             self._names.update(properties)
         return properties

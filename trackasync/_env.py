@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._auth import PrivateKey, PublicToken
+from ._contract import limits_from_env
 from ._exceptions import ConfigError
 from ._options import Options, check_names
 from ._ratelimit import env_rate_budget
@@ -141,6 +142,9 @@ def client_kwargs(
         raw = _get(env, name)
         if raw is not None:
             options[option] = parse(name, raw)
+    limits = limits_from_env(env)  # TRACKASYNC_MAX_VALUE_BYTES
+    if limits is not None:
+        options["limits"] = limits
     options.update(overrides or {})
     for option, name in (("base_url", BASE_URL), ("project_token", PROJECT_TOKEN)):
         if option not in options:

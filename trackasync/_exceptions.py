@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-FailureReason = Literal["rejected", "gave_up", "dropped", "closed", "kept"]
+FailureReason = Literal["rejected", "gave_up", "dropped", "closed", "kept", "filtered"]
 
 
 class TrackError(Exception):
@@ -201,6 +201,9 @@ class DeliveryFailed(TrackError):
     - ``"kept"``: the client closed before it could be delivered, and the
       command stays in the spool: the next run on that spool sends it. It is
       counted in ``Stats.kept``, not in ``Stats.failed``.
+    - ``"filtered"``: ``before_send`` dropped the event at its call; it was
+      never queued, is counted in ``Stats.filtered``, not in ``Stats.failed``,
+      and its handle is done as soon as the call returns.
 
     ``status``, ``attempts`` and ``request_id`` describe the last request that
     carried it, and ``error`` is that request's failure when it had one.

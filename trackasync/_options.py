@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from ._auth import PrivateKey, PublicToken
 from ._config import Limits, Retry, _positive
@@ -23,6 +24,7 @@ from ._exceptions import ConfigError
 from ._hooks import ResultHook
 from ._network import Network, TLSOption
 from ._ratelimit import DEFAULT_RATE_LIMIT
+from ._shape import BeforeSend, check_default_properties
 from ._table import OVERFLOW_POLICIES, Overflow
 from ._transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT
 
@@ -135,6 +137,12 @@ class Options:
     #: memory (commands that did not fit in memory, and those earlier runs
     #: left); past it, ``overflow`` decides, as for a full queue.
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
+    #: Properties merged into every event (the call's own win on a shared
+    #: name), before the size checks (None: none).
+    default_properties: Mapping[str, Any] | None = None
+    #: Called with each event (a ``trackasync.Event``) at the call, in the
+    #: caller's thread; returns it, changed or not, or None to drop it.
+    before_send: BeforeSend | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.auth, (PrivateKey, PublicToken)):
@@ -192,6 +200,9 @@ class Options:
             raise ConfigError(
                 f"spool_max_bytes must be an int >= 0, got {self.spool_max_bytes!r}"
             )
+        check_default_properties(self.default_properties)
+        if self.before_send is not None and not callable(self.before_send):
+            raise ConfigError("before_send must be callable")
         # Checked here, so that a bad proxy or TLS setting fails at construction
         # (ConfigError quotes no proxy URL: it can carry credentials).
         self.network()
@@ -257,6 +268,8 @@ class SyncClientOptions(TypedDict, total=False):
     durability: Durability
     spool_interval: float
     spool_max_bytes: int
+    default_properties: Mapping[str, Any] | None
+    before_send: BeforeSend | None
 
 
 class EnvOptions(SyncClientOptions, total=False):

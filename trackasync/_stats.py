@@ -67,6 +67,9 @@ class Stats:
     #: Commands taken back from the spool of an earlier run (of this process or
     #: of one that is gone), to be sent by this one.
     recovered: int = 0
+    #: Events ``before_send`` dropped at the call: never enqueued, so not a
+    #: term of the invariant above.
+    filtered: int = 0
 
 
 #: (route, HTTP status or None, seconds, commands, body bytes) of one request.

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import _fork
 from ._auth import PrivateKey, PublicToken
 from ._client import Client
+from ._consent import ConsentAction
 from ._delivery import Delivery, Receipt
 from ._exceptions import ClientClosed, ClientStateError, ConfigError, DeliveryFailed
 from ._options import SyncClientOptions, check_names, timeout_arg
@@ -550,7 +551,8 @@ class SyncClient:
         if runtime is None or runtime.failure is not None:
             runtime = self._ready()
         delivery = runtime.event(customer_ids, event_type, properties, timestamp)
-        runtime.hand_over(delivery)
+        if delivery._outcome is None:  # not dropped by before_send
+            runtime.hand_over(delivery)
         return SyncDelivery(delivery, runtime)
 
     def update_customer(
@@ -566,6 +568,28 @@ class SyncClient:
             runtime = self._ready()
         delivery = runtime.customer(customer_ids, properties, update_timestamp)
         runtime.hand_over(delivery)
+        return SyncDelivery(delivery, runtime)
+
+    def consent(
+        self,
+        customer_ids: Mapping[str, str],
+        action: ConsentAction,
+        category: str,
+        *,
+        valid_until: float | str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        timestamp: object = None,
+    ) -> SyncDelivery:
+        """Queue a consent and return its handle at once; see
+        ``Client.consent_nowait`` (the same checks, from any thread)."""
+        runtime = self._runtime
+        if runtime is None or runtime.failure is not None:
+            runtime = self._ready()
+        delivery = runtime.client._consent(
+            customer_ids, action, category, valid_until, properties, timestamp
+        )
+        if delivery._outcome is None:  # not dropped by before_send
+            runtime.hand_over(delivery)
         return SyncDelivery(delivery, runtime)
 
     def track_and_wait(

@@ -12,6 +12,7 @@ from trackasync import (
     CloseReport,
     Delivery,
     DeliveryFailed,
+    Event,
     FlushResult,
     Limits,
     MissingExtra,
@@ -26,7 +27,12 @@ from trackasync import (
     otel_metrics,
     prometheus_metrics,
 )
-from trackasync.testing import FakeTrackingAPI, RecordingTransport, StoredEvent
+from trackasync.testing import (
+    FakeTrackingAPI,
+    RecordingTransport,
+    StoredConsent,
+    StoredEvent,
+)
 
 
 async def use_client() -> None:
@@ -140,3 +146,38 @@ def use_metrics(client: Client, sync: SyncClient) -> None:
     prometheus_metrics(sync, registry=CollectorRegistry())
     error: ImportError = MissingExtra("pip install 'trackasync[otel]'")
     del error
+
+
+async def use_consent_and_shaping() -> None:
+    def redact(event: Event) -> Event | None:
+        event.properties.pop("email", None)
+        return None if event.event_type == "debug" else event
+
+    async with Client(
+        "https://api.exponea.com",
+        "token",
+        auth=PrivateKey("key", "secret"),
+        default_properties={"app_version": "1.0"},
+        before_send=redact,
+    ) as client:
+        accepted: Delivery = await client.consent(
+            {"registered": "a"}, "accept", "newsletter", valid_until="unlimited"
+        )
+        rejected: Delivery = client.consent_nowait(
+            {"registered": "a"}, "reject", "newsletter", properties={"m": "x"}
+        )
+        filtered: int = client.stats().filtered
+    with SyncClient(
+        "https://api.exponea.com",
+        "token",
+        auth=PublicToken("token"),
+        before_send=redact,
+    ) as sync:
+        handle: SyncDelivery = sync.consent(
+            {"registered": "a"}, "accept", "sms", valid_until=1_900_000_000
+        )
+    async with FakeTrackingAPI() as api:
+        consents: list[StoredConsent] = api.consents
+        in_force: StoredConsent | None = api.consent_in_force({"registered": "a"}, "x")
+        ignored: int = api.not_consents
+    del accepted, rejected, filtered, handle, consents, in_force, ignored

@@ -26,6 +26,7 @@ from typing import IO, TextIO
 from .._auth import PublicToken
 from .._client import Client
 from .._config import DEFAULT_MAX_COMMAND_BYTES
+from .._delivery import Delivery
 from .._exceptions import (
     ClientStateError,
     ConfigError,
@@ -190,13 +191,17 @@ def _dry_run(
         for number, line in commands(source, counts, ledger, args.from_line):
             try:
                 command = parse(line)
-                build = client._event if command.kind == "event" else client._customer
+                build: Callable[..., Delivery] = client._event
+                if command.kind == "consent":
+                    build = client._consent
+                elif command.kind == "customer":
+                    build = client._customer
                 delivery = build(*command.args, *command.kwargs.values())
             except (ValueError, InvalidEvent) as exc:
                 reason = "invalid" if isinstance(exc, InvalidEvent) else "malformed"
                 ledger.reject(number, reason, str(exc), line.rstrip(b"\r\n"))
                 continue
-            kinds[command.kind] += 1
+            kinds["customer" if command.kind == "customer" else "event"] += 1
             encoded += len(delivery.body)
             if kinds.total() == args.bulk_threshold + 1:
                 progress.say(_bulk_warning(args.bulk_threshold))
@@ -332,12 +337,16 @@ def _hand_over(
         ledger.reject(number, "malformed", str(exc), line.rstrip(b"\r\n"))
         return
     timestamp = None
-    if command.kind == "event" and command.kwargs["timestamp"] is None:
+    if command.kind != "customer" and command.kwargs["timestamp"] is None:
         # Stamped here, not by the client, so that a line written back after
         # an unknown outcome carries the timestamp it was sent with.
         timestamp = time.time()
         command.kwargs["timestamp"] = timestamp
-    send_one = client.track if command.kind == "event" else client.update_customer
+    send_one: Callable[..., SyncDelivery] = client.track
+    if command.kind == "consent":
+        send_one = client.consent
+    elif command.kind == "customer":
+        send_one = client.update_customer
     ledger.sending(number, line, timestamp)
     try:
         handle = interrupts.call(lambda: send_one(*command.args, **command.kwargs))

@@ -22,6 +22,7 @@ from typing import IO, Any
 import msgspec
 
 from .._config import DEFAULT_MAX_COMMAND_BYTES
+from .._consent import CONSENT
 from .send_ledger import Ledger
 
 #: Bytes read at a time while skipping the rest of a line that is too long.
@@ -139,7 +140,7 @@ _decode = msgspec.json.Decoder().decode
 class Command:
     """One line's command: the client method's arguments."""
 
-    kind: str  # "event" or "customer"
+    kind: str  # "event", "consent" or "customer"
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
 
@@ -158,6 +159,8 @@ def parse(line: bytes) -> Command:
         unknown = set(data) - _EVENT_KEYS
         if unknown:
             raise ValueError(f"unknown keys for an event: {sorted(unknown)}")
+        if data["event_type"] == CONSENT:
+            return _consent(data)
         return Command(
             "event",
             (data["customer_ids"], data["event_type"], data.get("properties")),
@@ -175,6 +178,30 @@ def parse(line: bytes) -> Command:
         "customer",
         (data["customer_ids"], data["properties"]),
         {"update_timestamp": data.get("update_timestamp")},
+    )
+
+
+def _consent(data: dict[str, Any]) -> Command:
+    """A ``consent`` event line, for ``consent()``: its ``action``,
+    ``category`` and ``valid_until`` properties become the call's arguments,
+    so they are checked (and stamped in order) as the call checks them."""
+    properties = data.get("properties")
+    if not isinstance(properties, dict):
+        raise ValueError(
+            "a consent line needs 'properties' with 'action' and 'category'"
+        )
+    rest = dict(properties)
+    action = rest.pop("action", None)
+    category = rest.pop("category", None)
+    valid_until = rest.pop("valid_until", None)
+    return Command(
+        "consent",
+        (data["customer_ids"], action, category),
+        {
+            "valid_until": valid_until,
+            "properties": rest or None,
+            "timestamp": data.get("timestamp"),
+        },
     )
 
 

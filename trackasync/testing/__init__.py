@@ -14,6 +14,7 @@ from ._fake_api import (
     FakeTrackingAPI as FakeTrackingAPI,
     HandledRequest as HandledRequest,
 )
+from ._fake_consent import StoredConsent as StoredConsent
 from ._fake_store import CustomerKey as CustomerKey, StoredEvent as StoredEvent
 from ._transport import (
     MockTransport as MockTransport,
@@ -31,5 +32,6 @@ __all__ = (
     "HandledRequest",
     "MockTransport",
     "RecordingTransport",
+    "StoredConsent",
     "StoredEvent",
 )

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .._auth import PrivateKey, PublicToken
 from .._config import is_loopback
+from ._fake_consent import StoredConsent
 from ._fake_faults import (
     CHAOS_KINDS,
     Fault,
@@ -313,6 +314,28 @@ class FakeTrackingAPI(FakeServer, WaitingMixin):
         """How many events were discarded as duplicates."""
         with self._lock:
             return self._store.duplicates
+
+    @property
+    def consents(self) -> list[StoredConsent]:
+        """The recognised consents, in arrival order (every resend included:
+        consent events are never deduplicated). A copy."""
+        with self._lock:
+            return list(self._store.consents)
+
+    @property
+    def not_consents(self) -> int:
+        """Events named ``consent`` whose fields did not make a consent (the API
+        stores them as plain events and answers success)."""
+        with self._lock:
+            return self._store.not_consents
+
+    def consent_in_force(
+        self, customer_ids: Mapping[str, str], category: str
+    ) -> StoredConsent | None:
+        """The consent that counts for this customer and category: the one with
+        the latest timestamp, not the last to arrive."""
+        with self._lock:
+            return self._store.consent_in_force(customer_ids, category)
 
     @property
     def requests(self) -> list[HandledRequest]:

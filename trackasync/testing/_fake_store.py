@@ -24,6 +24,8 @@ from typing import Any
 
 import msgspec
 
+from ._fake_consent import StoredConsent, read_consent
+
 __all__ = [
     "CONSENT_EVENT_TYPE",
     "CustomerKey",
@@ -114,7 +116,9 @@ class FakeStore:
         "_event_times",
         "_seen",
         "_updated_at",
+        "consents",
         "duplicates",
+        "not_consents",
     )
 
     def __init__(self) -> None:
@@ -128,6 +132,10 @@ class FakeStore:
         self._customers: dict[CustomerKey, dict[str, Any]] = {}
         self._updated_at: dict[CustomerKey, dict[str, float]] = {}
         self.duplicates = 0
+        #: Recognised consents, in arrival order (a resend is a second one).
+        self.consents: list[StoredConsent] = []
+        #: Events named "consent" that were not one (stored as plain events).
+        self.not_consents = 0
 
     def add_event(
         self,
@@ -152,6 +160,12 @@ class FakeStore:
                 self.duplicates += 1
                 return False
             self._seen.add(fingerprint)
+        else:
+            consent = read_consent(customer_ids, timestamp, properties)
+            if consent is None:
+                self.not_consents += 1
+            else:
+                self.consents.append(consent)
         self._event_data.append(raw)
         self._event_times.append(timestamp)
         return True
@@ -186,6 +200,26 @@ class FakeStore:
                 )
             )
         return list(decoded)
+
+    def consent_in_force(
+        self, customer_ids: Mapping[str, str], category: str
+    ) -> StoredConsent | None:
+        """The consent with the latest timestamp for this customer and category
+        (whatever order they arrived in), or None if there is none.
+
+        On equal timestamps the API may apply either; the fake keeps the first
+        to arrive, the unfavourable choice, so that a test catches a client
+        that relies on arrival order."""
+        key = customer_key(customer_ids)
+        found: StoredConsent | None = None
+        for consent in self.consents:
+            if consent.category != category:
+                continue
+            if customer_key(consent.customer_ids) != key:
+                continue
+            if found is None or consent.timestamp > found.timestamp:
+                found = consent
+        return found
 
     @property
     def event_count(self) -> int:
