@@ -96,6 +96,7 @@ def expected(stats: Stats, api: FakeTrackingAPI, client: str) -> Figures:
     put("commands.discarded_at_fork", stats.discarded_at_fork)
     put("commands.kept", stats.kept)
     put("commands.recovered", stats.recovered)
+    put("commands.filtered", stats.filtered)
     return rows
 
 

@@ -121,6 +121,7 @@ async def test_names_units_and_kinds_follow_the_conventions(
         "commands.enqueued": "{command}",
         "commands.kept": "{command}",
         "commands.recovered": "{command}",
+        "commands.filtered": "{command}",
         "commands": "{command}",
         "queue.commands": "{command}",
         "in_flight.commands": "{command}",

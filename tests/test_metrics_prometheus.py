@@ -43,6 +43,7 @@ NAMES = {
     "trackasync_commands_discarded_at_fork_total": "commands.discarded_at_fork",
     "trackasync_commands_kept_total": "commands.kept",
     "trackasync_commands_recovered_total": "commands.recovered",
+    "trackasync_commands_filtered_total": "commands.filtered",
 }
 HISTOGRAMS = ("trackasync_request_duration_seconds", "trackasync_request_commands")
 

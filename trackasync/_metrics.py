@@ -185,6 +185,15 @@ METRICS: tuple[Metric, ...] = (
         _field("recovered"),
     ),
     Metric(
+        "trackasync.commands.filtered",
+        "trackasync_commands_filtered_total",
+        "counter",
+        "{command}",
+        "Events before_send dropped at the call (never queued).",
+        (),
+        _field("filtered"),
+    ),
+    Metric(
         "trackasync.queue.commands",
         "trackasync_queue_commands",
         "gauge",
