@@ -60,6 +60,7 @@ class DiskLog:
         self.run = disk.runs
         self.opened = False
         self.settled: list[int] = []
+        self.settle_calls = 0
         # Entries of earlier runs, oldest first, with this run's numbers for
         # them (negative, as the protocol asks).
         earlier = sorted(
@@ -85,6 +86,7 @@ class DiskLog:
         return self._recovered[seq] if seq < 0 else (self.run, seq)
 
     def settle(self, seqs: Sequence[int]) -> None:
+        self.settle_calls += 1
         self.settled.extend(seqs)
         for seq in seqs:
             self.disk.entries.pop(self._key(seq), None)
@@ -185,6 +187,7 @@ async def test_outcomes_reach_the_log_once_per_answer() -> None:
         log = client._pipeline.table.log
         assert isinstance(log, DiskLog)
         assert sorted(log.settled) == list(range(1, 31))
+        assert log.settle_calls == 1  # one answer, one call
     assert len(transport.requests) == 1
     assert disk.entries == {}
 
