@@ -76,6 +76,24 @@ async def test_a_durable_track_returns_once_its_command_is_on_disk(
     await client.aclose(timeout=0.1)
 
 
+async def test_durable_consents_and_shaped_events_are_on_disk_on_return(
+    tmp_path: Path,
+) -> None:
+    """The durable wait holds for every awaited intake: a consent, an event
+    shaped by default_properties, and a customer update are all in the spool
+    file when their call returns (the API never answers)."""
+    client = spooled(
+        tmp_path, RecordingTransport(Gate()), default_properties={"app": "shop"}
+    )
+    shaped = await client.track(IDS, "view", {"n": 1})
+    assert shaped.body in rows(tmp_path)
+    consent = await client.consent(IDS, "accept", "newsletter", valid_until="unlimited")
+    assert consent.body in rows(tmp_path)
+    update = await client.update_customer(IDS, {"plan": "pro"})
+    assert update.body in rows(tmp_path)
+    await client.aclose(timeout=0.1)
+
+
 async def test_interval_durability_writes_within_the_interval_without_waiting(
     tmp_path: Path,
 ) -> None:

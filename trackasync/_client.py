@@ -503,8 +503,7 @@ class Client:
             self._ensure_open()
         if self._shaper is not None:  # default_properties or before_send
             delivery = self._event(customer_ids, event_type, properties, timestamp)
-            if delivery._outcome is None and not self._try_offer(delivery):
-                await self._table.put(delivery, self._queue_timeout)
+            await self._queue(delivery)
             return delivery
         now = _time_ns() // 1000 / 1_000_000
         delivery = Delivery(
@@ -574,13 +573,22 @@ class Client:
             self._ensure_open()
         body = self._customer_body(customer_ids, properties, update_timestamp)
         delivery = Delivery("customers", body, _time(), self._owner)
+        await self._queue(delivery)
+        return delivery
+
+    async def _queue(self, delivery: Delivery) -> None:
+        """The awaited intake: queue ``delivery`` (waiting for room under
+        "wait"), then, with a durable spool, wait until it is on disk. A command
+        already settled (dropped by ``before_send``) is not queued. ``track``
+        inlines the same steps for its plain case (the hot path)."""
+        if delivery._outcome is not None:
+            return
         if not self._try_offer(delivery):
             await self._table.put(delivery, self._queue_timeout)
         if self._persistent:
             synced = self._synced(delivery.seq)
             if synced is not None:
                 await synced
-        return delivery
 
     def _customer_body(
         self,
@@ -640,8 +648,7 @@ class Client:
         delivery = self._consent(
             customer_ids, action, category, valid_until, properties, timestamp
         )
-        if delivery._outcome is None and not self._try_offer(delivery):
-            await self._table.put(delivery, self._queue_timeout)
+        await self._queue(delivery)
         return delivery
 
     # -- the seam for SyncClient, which runs in other threads ----------------------
