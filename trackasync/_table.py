@@ -384,14 +384,13 @@ class CommandTable:
                 raise self._broken
             overflow = self.overflow
             if overflow == "wait" or overflow == "raise":
-                if self._tickets <= 0 and self._spillable(delivery):
-                    # No room in memory, room on disk: the loop spills it.
-                    self._inbox.append(delivery)
-                else:
+                # No room in memory but room on disk: the loop spills it, and it
+                # takes no room; otherwise it takes room, waiting for it if need be.
+                if self._tickets > 0 or not self._spillable(delivery):
                     if self._tickets <= 0:
                         self._wait_for_ticket(timeout, may_wait and overflow == "wait")
                     self._tickets -= 1
-                    self._inbox.append(delivery)
+                self._inbox.append(delivery)
             elif len(self._inbox) >= self.maxsize:
                 # The loop is a whole queue behind the callers: drop here, so
                 # the hand-over stays bounded; the loop records the outcome.
