@@ -19,16 +19,21 @@ from .._ratelimit import parse_rate_budget
 DEFAULT_BULK_THRESHOLD = 100_000
 
 
-def _seconds(raw: str) -> float:
+def _above_zero(raw: str, unit: str) -> float:
+    """A finite number above 0, or an argparse error that says ``unit``."""
     try:
         value = float(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(
-            f"must be a finite number of seconds above 0, got {raw!r}"
+            f"must be a finite number of {unit} above 0, got {raw!r}"
         )
     return value
+
+
+def _seconds(raw: str) -> float:
+    return _above_zero(raw, "seconds")
 
 
 def _positive(raw: str) -> int:
@@ -44,15 +49,7 @@ def _positive(raw: str) -> int:
 def _rate(raw: str) -> float | str:
     if raw.strip().lower() in ("none", "off"):
         return "off"
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(
-            f"must be a positive number of requests per second, or 'off', got {raw!r}"
-        )
-    return value
+    return _above_zero(raw, "requests per second (or 'off')")
 
 
 def parser() -> argparse.ArgumentParser:
