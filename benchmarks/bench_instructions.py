@@ -4,7 +4,8 @@ busy machine, where timings are not.
 It runs a small producer under ``valgrind --tool=callgrind`` twice, with
 ``--small`` and ``--large`` calls, and divides the difference in instructions by
 the difference in calls, so that start-up and shutdown cancel out. The producer
-queues the typical event (8 properties) with a long linger and ends with
+queues the typical event (8 flat properties) or a purchase (a list, a nested
+object, line items with prices, a datetime) with a long linger and ends with
 ``os._exit``, so only the intake is counted (no request, no close); the
 collector is off, so a collection landing in one run and not the other cannot
 skew it. Each copy of the library named with ``--library`` (a directory holding
@@ -33,9 +34,25 @@ gc.disable()
 from trackasync import Client, PrivateKey
 from trackasync.testing import RecordingTransport
 
+import datetime
+
 IDS = {"registered": "ann@example.com"}
-PROPS = {"price": 12.5, "currency": "EUR", "product_id": "sku-1", "title": "A thing",
-         "qty": 2, "category": "books", "in_stock": True, "rating": 4.5}
+EVENTS = {
+    # The typical event: 8 flat properties.
+    "typical": {"price": 12.5, "currency": "EUR", "product_id": "sku-1",
+                "title": "A thing", "qty": 2, "category": "books",
+                "in_stock": True, "rating": 4.5},
+    # A purchase as shops send it: a list of strings, a nested object, line
+    # items with prices, a datetime, capitals.
+    "purchase": {"total_price": 61.97, "currency": "EUR", "Voucher": "WINTER-10",
+                 "tags": ["gift", "express"],
+                 "shipping": {"country": "SK", "method": "Courier", "cost": 4.99},
+                 "items": [{"sku": "SKU-1", "name": "Mug", "price": 9.99, "qty": 2},
+                           {"sku": "SKU-2", "name": "Teapot", "price": 42.0, "qty": 1}],
+                 "ordered_at": datetime.datetime(2026, 12, 1, 12, 30,
+                                                 tzinfo=datetime.timezone.utc)},
+}
+PROPS = EVENTS[sys.argv[2]]
 
 
 async def main(calls: int) -> None:
@@ -52,7 +69,7 @@ asyncio.run(main(int(sys.argv[1])))
 """
 
 
-def _instructions(library: Path, calls: int) -> int:
+def _instructions(library: Path, calls: int, event: str) -> int:
     env = {**os.environ, "PYTHONPATH": str(library), "PYTHONHASHSEED": "0"}
     done = subprocess.run(
         [
@@ -63,6 +80,7 @@ def _instructions(library: Path, calls: int) -> int:
             "-c",
             _PRODUCER,
             str(calls),
+            event,
         ],
         env=env,
         capture_output=True,
@@ -80,6 +98,9 @@ def main() -> int:
     parser.add_argument("--library", action="append", default=None)
     parser.add_argument("--small", type=int, default=2_000)
     parser.add_argument("--large", type=int, default=22_000)
+    parser.add_argument(
+        "--event", action="append", choices=("typical", "purchase"), default=None
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
@@ -87,13 +108,15 @@ def main() -> int:
     libraries = [Path(p).resolve() for p in (args.library or ["."])]
 
     def measure() -> dict[str, object]:
-        results = {}
-        for library in libraries:
-            small = _instructions(library, args.small)
-            large = _instructions(library, args.large)
-            results[str(library)] = round((large - small) / (args.large - args.small))
+        results: dict[str, dict[str, int]] = {}
+        for event in args.event or ["typical", "purchase"]:
+            for library in libraries:
+                small = _instructions(library, args.small, event)
+                large = _instructions(library, args.large, event)
+                per_call = round((large - small) / (args.large - args.small))
+                results.setdefault(event, {})[str(library)] = per_call
         return {
-            "what": "instructions per track_nowait call (typical event, intake only)",
+            "what": "instructions per track_nowait call, by event (intake only)",
             "calls": [args.small, args.large],
             "instructions_per_call": results,
         }
