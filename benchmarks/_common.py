@@ -123,19 +123,108 @@ def realistic_pool(
     return pool
 
 
+def _stamps(n: int) -> list[float]:
+    return [1_764_547_200.0 + i * 0.001 for i in range(n)]
+
+
+def tags_pool(n: int = 1000) -> list[tuple[dict[str, str], dict[str, Any], float]]:
+    """The realistic event plus a list of strings (tags, a category path).
+
+    One list property is what a view or a purchase usually carries: it must not
+    cost what a rare value costs.
+    """
+    pool = []
+    for (ids, props, stamp), i in zip(realistic_pool(n), range(n)):
+        props = dict(props)
+        props["tags"] = ["gift", "express", f"batch-{i % 7}"]
+        props["category_path"] = ["Computers", "Keyboards", "Mechanical"]
+        pool.append((ids, props, stamp))
+    return pool
+
+
+#: How many distinct customers the purchase pool's "returning" half draws from.
+RETURNING_CUSTOMERS = 50
+
+
+def purchase_pool(
+    n: int = 1000,
+) -> list[tuple[dict[str, str], dict[str, Any], float]]:
+    """A purchase as shops send it, ``n`` distinct ones.
+
+    Capitalised names and strings, an explicit float timestamp, a list of
+    strings, a nested object (the shipping address), a list of objects (line
+    items with prices) and a ``datetime``. Half the events come from a few
+    returning customers (ids seen before), half from new ones.
+    """
+    import datetime
+
+    pool = []
+    for i, stamp in enumerate(_stamps(n)):
+        if i % 2:
+            who = i % RETURNING_CUSTOMERS
+            ids = {"registered": f"Customer{who:04d}@Example.com"}
+        else:
+            ids = {"registered": f"New{i:05d}@Example.com", "cookie": f"c0ffee-{i:05x}"}
+        props: dict[str, Any] = {
+            "Order_ID": f"ORD-{i:06d}",
+            "total_price": round(61.97 + i % 13, 2),
+            "currency": "EUR",
+            "Voucher": "WINTER-10",
+            "tags": ["gift", "express"],
+            "shipping": {
+                "country": "SK",
+                "city": "Bratislava",
+                "method": "Courier",
+                "cost": 4.99,
+            },
+            "items": [
+                {"sku": "SKU-1", "name": "Stoneware Mug", "price": 9.99, "qty": 2},
+                {"sku": "SKU-2", "name": "Cast Iron Teapot", "price": 42.0, "qty": 1},
+            ],
+            "ordered_at": datetime.datetime(
+                2026, 12, 1, 12, 30, i % 60, tzinfo=datetime.timezone.utc
+            ),
+        }
+        pool.append((ids, props, stamp))
+    return pool
+
+
+def big_pool(n: int = 20) -> list[tuple[dict[str, str], dict[str, Any], float]]:
+    """Events of about 100 KB: between the 16 KB value limit and the 800 KB one.
+
+    Many properties of a few KB each (a description, rendered snippets), each
+    value under the per-value limit, as a content-heavy event would be.
+    """
+    pool = []
+    for i, stamp in enumerate(_stamps(n)):
+        props: dict[str, Any] = {
+            f"block_{j:02d}": f"Block {j} of event {i}: " + "lorem ipsum " * 340
+            for j in range(24)
+        }
+        props["items"] = [{"sku": f"SKU-{k}", "price": 1.5 * k} for k in range(40)]
+        pool.append(({"registered": f"Big{i:04d}@Example.com"}, props, stamp))
+    return pool
+
+
 #: The event kinds the end-to-end, breakdown and memory scripts take.
-EVENT_KINDS = ("typical", "realistic")
+EVENT_KINDS = ("typical", "realistic", "tags", "purchase")
 
 #: A pool of events: (customer_ids, properties, timestamp or None for "now").
 Pool = list[tuple[dict[str, str], dict[str, Any], float | None]]
 
 
 def event_pool(kind: str, n: int = 1000) -> Pool:
-    """``n`` distinct events of ``kind`` ("typical" or "realistic")."""
+    """``n`` distinct events of ``kind`` (one of ``EVENT_KINDS``, or "big")."""
     if kind == "typical":
         return [(ids, props, None) for ids, props in typical_pool(n)]
     if kind == "realistic":
         return [(ids, props, stamp) for ids, props, stamp in realistic_pool(n)]
+    if kind == "tags":
+        return list(tags_pool(n))
+    if kind == "purchase":
+        return list(purchase_pool(n))
+    if kind == "big":
+        return list(big_pool(min(n, 20)))
     raise ValueError(f"unknown event kind {kind!r}")
 
 
