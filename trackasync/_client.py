@@ -38,6 +38,7 @@ from ._options import (
     DEFAULT_LINGER,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_QUEUE_BYTES,
     DEFAULT_QUEUE_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_SPOOL_INTERVAL,
@@ -95,9 +96,10 @@ class Client:
     - ``base_url``: the API's address, e.g. ``https://api.exponea.com``.
     - ``project_token``: the project's token.
     - ``auth``: ``PrivateKey(key_id, secret)`` or ``PublicToken(token)``.
-    - ``max_queue`` (10,000), ``overflow`` ("wait"), ``queue_timeout`` (10 s):
-      the bounded queue and what a full one does (see ``Overflow``).
-    - ``linger`` (0.5 s), ``await_linger`` (0.002 s), ``mode`` ("auto"):
+    - ``max_queue`` (10,000), ``max_queue_bytes`` (128 MiB), ``overflow``
+      ("wait"), ``queue_timeout`` (10 s): the queue, bounded in commands and in
+      bytes, and what a full one does (see ``Overflow``).
+    - ``linger`` (0.5 s), ``await_linger`` (0: the loop's next turn), ``mode`` ("auto"):
       how long commands wait to share a request, and which routes they take.
     - ``max_in_flight`` (4), ``rate_limit`` (100/s), ``rate_budget`` (None):
       concurrency and pacing, alone or shared with the host's other processes.
@@ -149,6 +151,7 @@ class Client:
         *,
         auth: PrivateKey | PublicToken,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         overflow: Overflow = "wait",
         queue_timeout: float | None = DEFAULT_QUEUE_TIMEOUT,
         linger: float = DEFAULT_LINGER,
@@ -181,6 +184,7 @@ class Client:
             project_token=project_token,
             auth=auth,
             max_queue=max_queue,
+            max_queue_bytes=max_queue_bytes,
             overflow=overflow,
             queue_timeout=queue_timeout,
             linger=linger,

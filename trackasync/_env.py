@@ -73,6 +73,7 @@ def _optional_text(name: str, raw: str) -> str | None:
 #: ``TRACKASYNC_`` + the option's name in capitals (e.g. TRACKASYNC_MAX_QUEUE).
 TUNING: dict[str, Callable[[str, str], Any]] = {
     "max_queue": _integer,
+    "max_queue_bytes": _integer,
     "overflow": _text,
     "queue_timeout": _optional_number,
     "linger": _number,

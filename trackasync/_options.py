@@ -60,9 +60,13 @@ DEFAULT_SPOOL_INTERVAL = 1.0
 DEFAULT_SPOOL_MAX_BYTES = 8 * 1024**3
 
 DEFAULT_MAX_QUEUE = 10_000
+# Bytes of encoded commands the queue holds at most: 10,000 typical events take
+# about 3 MB, so this bounds only big events (1,300 of 100 KB), keeping a
+# default client's memory to a few hundred MB whatever its events weigh.
+DEFAULT_MAX_QUEUE_BYTES = 128 * 1024**2
 DEFAULT_QUEUE_TIMEOUT = 10.0
 DEFAULT_LINGER = 0.5
-DEFAULT_AWAIT_LINGER = 0.002
+DEFAULT_AWAIT_LINGER = 0.0
 DEFAULT_MAX_IN_FLIGHT = 4
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 
@@ -79,6 +83,9 @@ class Options:
     auth: PrivateKey | PublicToken
     #: Commands queued at most (not yet sent); past it, ``overflow`` decides.
     max_queue: int = DEFAULT_MAX_QUEUE
+    #: Bytes of encoded commands queued at most (at least the largest command,
+    #: ``limits.max_command_bytes``); past it, ``overflow`` decides.
+    max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES
     #: What a full queue does with a new command: see ``Overflow``.
     overflow: Overflow = "wait"
     #: Under "wait", how long a caller waits for room before ``QueueFull``
@@ -86,7 +93,9 @@ class Options:
     queue_timeout: float | None = DEFAULT_QUEUE_TIMEOUT
     #: Seconds a command may wait for others to share its request.
     linger: float = DEFAULT_LINGER
-    #: Seconds a command that someone awaits waits for others to share its request.
+    #: Seconds a command that someone awaits waits for others to share its
+    #: request. 0: it leaves at the loop's next turn, with every command queued
+    #: by then (callers awaiting together still share one request).
     await_linger: float = DEFAULT_AWAIT_LINGER
     #: ``"auto"``, ``"batch"`` or ``"single"``: see ``Mode``.
     mode: Mode = "auto"
@@ -179,6 +188,16 @@ class Options:
             raise ConfigError("retry must be a trackasync.Retry")
         if not isinstance(self.limits, Limits):
             raise ConfigError("limits must be a trackasync.Limits")
+        largest = self.limits.max_command_bytes
+        if (
+            isinstance(self.max_queue_bytes, bool)
+            or not isinstance(self.max_queue_bytes, int)
+            or self.max_queue_bytes < largest
+        ):
+            raise ConfigError(
+                "max_queue_bytes must be an int of at least the largest command "
+                f"(limits.max_command_bytes, {largest}), got {self.max_queue_bytes!r}"
+            )
         if not isinstance(self.allow_http, bool):
             raise ConfigError("allow_http must be True or False")
         if self.send is not None and not isinstance(self.send, bool):
@@ -245,6 +264,7 @@ class SyncClientOptions(TypedDict, total=False):
     process, and cannot follow a fork)."""
 
     max_queue: int
+    max_queue_bytes: int
     overflow: Overflow
     queue_timeout: float | None
     linger: float

@@ -131,6 +131,7 @@ class Pipeline:
         self.table = CommandTable(
             options.max_queue,
             options.overflow,
+            maxbytes=options.max_queue_bytes,
             batch_count=limits.max_batch_commands,
             batch_bytes=limits.max_batch_bytes,
             ledger=self.ledger,
@@ -238,7 +239,10 @@ class Pipeline:
         spilled = self._spilled
         while not table.closed:
             if log.backlog():
-                if table.maxsize - len(table) < page:
+                if (
+                    table.maxsize - len(table) < page
+                    or table.nbytes * 2 > table.maxbytes
+                ):
                     await asyncio.sleep(RECOVER_POLL)
                     continue
                 entries = await log.recover(page)

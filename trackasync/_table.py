@@ -59,9 +59,12 @@ def _no_room(nbytes: int) -> bool:
 
 
 class CommandTable:
-    """A FIFO of commands, at most ``maxsize`` long, and the set in flight.
+    """A FIFO of commands, at most ``maxsize`` long and ``maxbytes`` of bodies,
+    and the set in flight.
 
-    When full, ``overflow`` decides (see ``Overflow``). ``wake`` is called when
+    When full (by count, or by bytes: a command is taken if its body fits in
+    what is left, and always into an empty queue), ``overflow`` decides (see
+    ``Overflow``). ``wake`` is called when
     the batcher may have something new to do: the first command arrived, or a
     batch's worth is queued; the batcher sets it to its own wake-up.
     """
@@ -71,6 +74,7 @@ class CommandTable:
         "_batch_bytes",
         "_batch_count",
         "_broken",
+        "_byte_limit",
         "_flying",
         "_inbox",
         "_inbox_dropped",
@@ -88,10 +92,13 @@ class CommandTable:
         "_spill_room",
         "_spilling",
         "_thread_waiting",
+        "_ticket_bytes",
         "_tickets",
         "_woken",
+        "_woken_bytes",
         "closed",
         "enqueued",
+        "maxbytes",
         "maxsize",
         "nbytes",
         "overflow",
@@ -110,6 +117,7 @@ class CommandTable:
         ledger: Ledger,
         log: CommandLog | None = None,
         owner: int = 0,
+        maxbytes: int | None = None,
     ) -> None:
         if overflow not in OVERFLOW_POLICIES:
             raise ConfigError(
@@ -117,7 +125,14 @@ class CommandTable:
             )
         if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
             raise ConfigError(f"max_queue must be an int >= 1, got {maxsize!r}")
+        if maxbytes is None:
+            maxbytes = 1 << 62
+        elif (
+            isinstance(maxbytes, bool) or not isinstance(maxbytes, int) or maxbytes < 1
+        ):
+            raise ConfigError(f"max_queue_bytes must be an int >= 1, got {maxbytes!r}")
         self.maxsize = maxsize
+        self.maxbytes = maxbytes
         self.overflow = overflow
         self.owner = owner
         self.nbytes = 0
@@ -129,14 +144,17 @@ class CommandTable:
         self.closed = False
         self.wake: Callable[[], None] = _noop
         self._items: deque[Delivery] = deque()
-        self._putters: deque[asyncio.Future[None]] = deque()
+        self._putters: deque[tuple[asyncio.Future[None], int]] = deque()
         # Putters woken for room that have not resumed yet: their slots are
         # reserved, so a newcomer cannot take them and break the FIFO order.
         self._woken = 0
+        self._woken_bytes = 0
         # What len(queue) must stay under for a command to go straight in: one
         # comparison on the hot path stands for "full", "room reserved for woken
         # waiters" and "waiters queued first" (then it is 0).
         self._limit = maxsize
+        # The same for bytes: what nbytes plus a new body must stay within.
+        self._byte_limit = maxbytes
         self._batch_count = batch_count
         self._batch_bytes = batch_bytes
         self._ledger = ledger
@@ -158,6 +176,7 @@ class CommandTable:
         # slot is taken at the call and comes back when its command leaves the
         # queue (per request, in bulk).
         self._tickets = maxsize
+        self._ticket_bytes = maxbytes
         self._thread_waiting = 0
         # Why the loop's thread died, if it did: waiting for it is pointless.
         self._broken: Exception | None = None
@@ -221,13 +240,14 @@ class CommandTable:
         if self._persistent:
             # Numbered only where a log keys them: memory needs no number.
             self.seq = delivery.seq = self.seq + 1
-        if len(items) >= self._limit:
+        nbytes = self.nbytes + len(delivery.body)
+        if len(items) >= self._limit or (nbytes > self._byte_limit and items):
             self._overflow(delivery)
             self.enqueued += 1
             return
         self.enqueued += 1
         items.append(delivery)
-        self.nbytes = nbytes = self.nbytes + len(delivery.body)
+        self.nbytes = nbytes
         if self._persistent:
             self._log.append((delivery,))
         size = len(items)
@@ -238,7 +258,7 @@ class CommandTable:
         """``offer``, except that under "wait" a full queue returns False instead
         of raising, so the caller can ``await put`` only when it must wait."""
         if (
-            len(self._items) >= self._limit
+            self._full(len(delivery.body))
             and self.overflow == "wait"
             and not self._spillable(delivery)
         ):
@@ -246,10 +266,26 @@ class CommandTable:
         self.offer(delivery)
         return True
 
+    def _full(self, size: int) -> bool:
+        """Whether a body of ``size`` bytes finds no room (an empty queue always
+        has room, whatever the size: ``Options`` keeps ``maxbytes`` above the
+        largest command anyway)."""
+        items = self._items
+        return len(items) >= self._limit or (
+            self.nbytes + size > self._byte_limit and len(items) > 0
+        )
+
+    def _full_text(self) -> str:
+        """Which bound the queue reached: its commands, or its bytes."""
+        if len(self._items) < self.maxsize - self._woken and self._tickets > 0:
+            return f"{self.maxbytes:,} bytes of commands"
+        return f"{self.maxsize} commands"
+
     def _refresh_limit(self) -> None:
         self._limit = (
             0 if self._putters or self._spilling else self.maxsize - self._woken
         )
+        self._byte_limit = self.maxbytes - self._woken_bytes
 
     def _spillable(self, delivery: Delivery) -> bool:
         return self._spill is not None and self._spill_room(len(delivery.body))
@@ -275,7 +311,9 @@ class CommandTable:
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        self._putters.append(waiter)
+        size = len(delivery.body)
+        entry = (waiter, size)
+        self._putters.append(entry)
         self._limit = 0
         # A timer that fails the waiter costs far less than wait_for, which
         # starts a task; a producer outrunning the sender waits once a batch.
@@ -283,18 +321,20 @@ class CommandTable:
         try:
             await waiter
         except BaseException as exc:
-            if waiter in self._putters:
-                self._putters.remove(waiter)
-                self._refresh_limit()
+            if entry in self._putters:
+                self._putters.remove(entry)
+                # It may have held back smaller ones behind it (bytes).
+                self._wake_putters()
             elif (
                 waiter.done() and not waiter.cancelled() and waiter.exception() is None
             ):
                 # Woken for room this caller will not use: pass it on.
                 self._woken -= 1
+                self._woken_bytes -= size
                 self._wake_putters()
             if isinstance(exc, asyncio.TimeoutError):
                 raise QueueFull(
-                    f"the queue stayed full ({self.maxsize} commands) for "
+                    f"the queue stayed full ({self._full_text()}) for "
                     f"{timeout} s; nothing was queued"
                 ) from None
             raise
@@ -303,6 +343,7 @@ class CommandTable:
                 timer.cancel()
         # Woken by take(): the slot was reserved for this caller.
         self._woken -= 1
+        self._woken_bytes -= size
         self._refresh_limit()
         if self.closed:
             raise ClientClosed("the client closed while waiting for room")
@@ -335,19 +376,28 @@ class CommandTable:
             if self._persistent:
                 self.seq -= 1
             raise QueueFull(
-                f"the queue is full ({self.maxsize} commands); nothing was queued"
+                f"the queue is full ({self._full_text()}); nothing was queued"
             )
         if self.overflow == "drop_new":
             self._drop(delivery)
             return
-        oldest = self._items.popleft()
-        self.nbytes -= len(oldest.body)
-        self._items.append(delivery)
-        self.nbytes += len(delivery.body)
+        # drop_old: as many of the oldest as make room (one, unless by bytes).
+        items = self._items
+        size = len(delivery.body)
+        dropped = []
+        while items and (
+            len(items) >= self.maxsize or self.nbytes + size > self.maxbytes
+        ):
+            oldest = items.popleft()
+            self.nbytes -= len(oldest.body)
+            dropped.append(oldest)
+        items.append(delivery)
+        self.nbytes += size
         if self._persistent:
             self._log.append((delivery,))
-            self._log.settle((oldest.seq,))
-        self._drop(oldest)
+            self._log.settle([oldest.seq for oldest in dropped])
+        for oldest in dropped:
+            self._drop(oldest)
 
     def _drop(self, delivery: Delivery) -> None:
         self._ledger.failed(delivery, self._dropped_error())
@@ -356,7 +406,7 @@ class CommandTable:
         return DeliveryFailed(
             "dropped",
             f"dropped by the overflow policy {self.overflow!r}: "
-            f"the queue was full ({self.maxsize} commands)",
+            f"the queue was full ({self._full_text()})",
         )
 
     # -- intake from other threads -------------------------------------------------
@@ -386,10 +436,14 @@ class CommandTable:
             if overflow == "wait" or overflow == "raise":
                 # No room in memory but room on disk: the loop spills it, and it
                 # takes no room; otherwise it takes room, waiting for it if need be.
-                if self._tickets > 0 or not self._spillable(delivery):
-                    if self._tickets <= 0:
-                        self._wait_for_ticket(timeout, may_wait and overflow == "wait")
+                size = len(delivery.body)
+                if self._has_ticket(size) or not self._spillable(delivery):
+                    if not self._has_ticket(size):
+                        self._wait_for_ticket(
+                            size, timeout, may_wait and overflow == "wait"
+                        )
                     self._tickets -= 1
+                    self._ticket_bytes -= size
                 self._inbox.append(delivery)
             elif len(self._inbox) >= self.maxsize:
                 # The loop is a whole queue behind the callers: drop here, so
@@ -408,16 +462,23 @@ class CommandTable:
         assert schedule is not None, "hand_over before bind()"
         schedule(self.drain_inbox)
 
-    def _wait_for_ticket(self, timeout: float | None, block: bool) -> None:
+    def _has_ticket(self, size: int) -> bool:
+        """Room for a hand-over of ``size`` bytes (with the lock held): a slot,
+        and its bytes unless nothing is held (then any size fits)."""
+        return self._tickets > 0 and (
+            size <= self._ticket_bytes or self._tickets == self.maxsize
+        )
+
+    def _wait_for_ticket(self, size: int, timeout: float | None, block: bool) -> None:
         """Called with the lock held and no room."""
         if not block:
             raise QueueFull(
-                f"the queue is full ({self.maxsize} commands); nothing was queued"
+                f"the queue is full ({self._full_text()}); nothing was queued"
             )
         deadline = None if timeout is None else _monotonic() + timeout
         self._thread_waiting += 1
         try:
-            while self._tickets <= 0:
+            while not self._has_ticket(size):
                 if self.closed:
                     raise ClientClosed("the client closed while waiting for room")
                 if self._broken is not None:
@@ -425,7 +486,7 @@ class CommandTable:
                 left = None if deadline is None else deadline - _monotonic()
                 if left is not None and left <= 0:
                     raise QueueFull(
-                        f"the queue stayed full ({self.maxsize} commands) for "
+                        f"the queue stayed full ({self._full_text()}) for "
                         f"{timeout} s; nothing was queued"
                     )
                 self._room.wait(left)
@@ -456,7 +517,7 @@ class CommandTable:
                 self.seq = delivery.seq = self.seq + 1
                 if (
                     spill is not None
-                    and (self._spilling or len(self._items) >= self.maxsize)
+                    and (self._spilling or self._over(len(delivery.body)))
                     and spill(delivery)
                 ):
                     if not self._spilling:
@@ -468,7 +529,7 @@ class CommandTable:
         else:
             for delivery in items:
                 self.seq = delivery.seq = self.seq + 1
-                if len(self._items) >= self.maxsize:
+                if self._over(len(delivery.body)):
                     self._overflow(delivery)
                 else:
                     self._append(delivery)
@@ -479,11 +540,23 @@ class CommandTable:
                 assert isinstance(error, DeliveryFailed)
                 failed(delivery, error)
 
-    def _return_tickets(self, count: int) -> None:
+    def _over(self, size: int) -> bool:
+        """Whether the queue holds its most, counting a new body of ``size``."""
+        items = self._items
+        return len(items) >= self.maxsize or (
+            self.nbytes + size > self.maxbytes and len(items) > 0
+        )
+
+    def _return_tickets(self, count: int, nbytes: int) -> None:
         with self._lock:
             self._tickets = min(self.maxsize, self._tickets + count)
+            self._ticket_bytes = min(self.maxbytes, self._ticket_bytes + nbytes)
+            if self._tickets == self.maxsize:
+                # Nothing held: rounding from spilled commands must not linger.
+                self._ticket_bytes = self.maxbytes
             if self._thread_waiting:
-                self._room.notify(count)
+                # Bytes may let fewer through than slots: every waiter checks.
+                self._room.notify_all()
 
     # -- the batcher and the sender -------------------------------------------------
 
@@ -515,7 +588,7 @@ class CommandTable:
             if self._putters:
                 self._wake_putters()
             if self._tickets < self.maxsize:
-                self._return_tickets(len(batch))
+                self._return_tickets(len(batch), total)
         return batch
 
     def settle(
@@ -593,7 +666,7 @@ class CommandTable:
             self._room.notify_all()
         putters, self._putters = self._putters, deque()
         self._refresh_limit()
-        for waiter in putters:
+        for waiter, _ in putters:
             if not waiter.done():
                 waiter.set_exception(
                     ClientClosed("the client closed while waiting for room")
@@ -612,7 +685,7 @@ class CommandTable:
         self._flying.clear()
         self._items.clear()
         self.nbytes = 0
-        self._return_tickets(self.maxsize)
+        self._return_tickets(self.maxsize, self.maxbytes)
         if not stranded:
             return []
         if keep and self._persistent:
@@ -637,13 +710,22 @@ class CommandTable:
 
     def _wake_putters(self) -> None:
         room = self.maxsize - len(self._items) - self._woken
+        room_bytes = self.maxbytes - self.nbytes - self._woken_bytes
         putters = self._putters
         while room > 0 and putters:
-            waiter = putters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                self._woken += 1
-                room -= 1
+            waiter, size = putters[0]
+            if waiter.done():
+                putters.popleft()
+                continue
+            if size > room_bytes and (self._items or self._woken):
+                # First come, first served: the head waits for its bytes.
+                break
+            putters.popleft()
+            waiter.set_result(None)
+            self._woken += 1
+            self._woken_bytes += size
+            room -= 1
+            room_bytes -= size
         self._refresh_limit()
 
 
