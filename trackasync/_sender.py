@@ -68,13 +68,20 @@ _BATCH_END = b"}]}"
 
 
 def batch_body(commands: list[Delivery]) -> bytes:
-    """The ``/batch`` body for ``commands``, from their already-encoded bytes."""
-    parts: list[bytes] = []
-    append = parts.append
-    for index, command in enumerate(commands):
-        append(_PREFIXES[command.kind][index])
-        append(command.body)
-    append(_BATCH_END)
+    """The ``/batch`` body for ``commands``, from their already-encoded bytes.
+
+    The envelope and the bodies are interleaved by slice assignment, in C: a
+    loop over the commands in Python cost about as much as the join itself.
+    """
+    count = len(commands)
+    kinds = {command.kind for command in commands}
+    if len(kinds) == 1:
+        prefixes = _PREFIXES[commands[0].kind][:count]
+    else:  # events and customer updates in one request
+        prefixes = [_PREFIXES[c.kind][index] for index, c in enumerate(commands)]
+    parts: list[bytes] = [_BATCH_END] * (2 * count + 1)
+    parts[0:-1:2] = prefixes
+    parts[1::2] = [command.body for command in commands]
     return b"".join(parts)
 
 

@@ -257,23 +257,14 @@ class CommandTable:
     def try_offer(self, delivery: Delivery) -> bool:
         """``offer``, except that under "wait" a full queue returns False instead
         of raising, so the caller can ``await put`` only when it must wait."""
+        items = self._items
         if (
-            self._full(len(delivery.body))
-            and self.overflow == "wait"
-            and not self._spillable(delivery)
-        ):
+            len(items) >= self._limit
+            or (self.nbytes + len(delivery.body) > self._byte_limit and items)
+        ) and (self.overflow == "wait" and not self._spillable(delivery)):
             return False
         self.offer(delivery)
         return True
-
-    def _full(self, size: int) -> bool:
-        """Whether a body of ``size`` bytes finds no room (an empty queue always
-        has room, whatever the size: ``Options`` keeps ``maxbytes`` above the
-        largest command anyway)."""
-        items = self._items
-        return len(items) >= self._limit or (
-            self.nbytes + size > self._byte_limit and len(items) > 0
-        )
 
     def _full_text(self) -> str:
         """Which bound the queue reached: its commands, or its bytes."""
