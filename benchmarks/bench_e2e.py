@@ -67,6 +67,7 @@ from _chart import Panel, render
 from _common import (
     CLIENT_CPU,
     EVENT_KINDS,
+    Pool,
     cpu_seconds,
     drain,
     emit,
@@ -92,7 +93,7 @@ IN_FLIGHT = 4
 # -- the senders, each run in its own child process ------------------------------------
 
 
-async def _send_trackasync(args: argparse.Namespace, pool: list) -> dict[str, Any]:
+async def _send_trackasync(args: argparse.Namespace, pool: Pool) -> dict[str, Any]:
     from trackasync import Client, PrivateKey
 
     n = args.events
@@ -364,12 +365,13 @@ def write_chart(report: dict[str, Any], path: str) -> None:
         ]
 
     cpu = values("cpu_us_per_event")
+
     # Each sender's CPU as a multiple of the floor's, in the same run.
+    def multiple(value: float | None, floor: float | None) -> str:
+        return f"({value / floor:.2f}x)" if value and floor else ""
+
     notes = [
-        [
-            f"({row[i] / row[1]:.2f}x)" if i != 1 and row[i] and row[1] else ""
-            for i in range(len(names))
-        ]
+        [multiple(value, row[1]) if i != 1 else "" for i, value in enumerate(row)]
         for row in cpu
     ]
     settings = report["settings"]
