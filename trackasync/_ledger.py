@@ -62,8 +62,13 @@ class Ledger:
         done = 0
         hooks = self.hooks
         if hooks is None:
+            # Delivery._settle inlined: this loop runs for every command sent,
+            # and a method call per command cost more than the rest of it.
             for delivery in deliveries:
-                if delivery._settle(accepted):
+                if delivery._outcome is None:
+                    delivery._outcome = accepted
+                    if delivery._waiters:
+                        delivery._wake()
                     done += 1
         else:
             settled = [d for d in deliveries if d._settle(accepted)]

@@ -560,7 +560,7 @@ class CommandTable:
         items = self._items
         popleft = items.popleft
         batch = [popleft() for _ in range(min(len(items), max_count))]
-        total = sum([len(command.body) for command in batch])
+        total = sum(map(len, [command.body for command in batch]))
         if total > max_bytes and len(batch) > 1:
             # Rare: the batch is over the byte cap. Keep the longest head that
             # fits and give the tail back to the front, in order.
