@@ -29,6 +29,8 @@ from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
+
 from . import _fork
 from ._auth import PrivateKey, PublicToken
 from ._client import Client
@@ -59,20 +61,21 @@ _THREAD_GRACE = 5.0
 _START_TIMEOUT = 10.0
 
 _monotonic = time.monotonic
+_get_ident = threading.get_ident
 
 
-class SyncDelivery:
+class SyncDelivery(msgspec.Struct, eq=False):
     """The handle ``SyncClient.track``/``update_customer`` return.
 
     ``result(timeout)`` blocks the calling thread until the command has its
     outcome; ``add_done_callback(fn)`` calls ``fn(handle)`` then.
+
+    A Struct, as ``Delivery`` is: one is made per call, and a Struct's
+    ``__init__`` costs half of a Python one.
     """
 
-    __slots__ = ("_delivery", "_runtime")
-
-    def __init__(self, delivery: Delivery, runtime: _Runtime) -> None:
-        self._delivery = delivery
-        self._runtime = runtime
+    _delivery: Delivery
+    _runtime: _Runtime
 
     def __repr__(self) -> str:
         return repr(self._delivery).replace("<Delivery", "<SyncDelivery", 1)
@@ -220,7 +223,7 @@ class _Runtime:
         loop.close()
 
     def in_loop_thread(self) -> bool:
-        return threading.current_thread() is self.thread
+        return _get_ident() == self.thread.ident
 
     def check_alive(self) -> None:
         if self.forked:
@@ -241,15 +244,15 @@ class _Runtime:
 
     def hand_over(self, delivery: Delivery) -> None:
         """Give ``delivery`` to the client's table; the policy answers here."""
+        # Read per call: a done callback calls in from the loop's own thread.
+        in_loop = _get_ident() == self.thread.ident
         try:
-            self.table.hand_over(
-                delivery, self.queue_timeout, may_wait=not self.in_loop_thread()
-            )
+            self.table.hand_over(delivery, self.queue_timeout, may_wait=not in_loop)
         except RuntimeError:  # the loop is closed: the thread is gone
             self.check_alive()
             raise
         spool = self.spool
-        if spool is not None and not self.in_loop_thread():
+        if spool is not None and not in_loop:
             # Group commit: the callers of every thread share a transaction.
             while not spool.wait_durable(delivery, _LIVENESS_POLL):
                 self.check_alive()
