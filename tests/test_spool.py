@@ -22,7 +22,7 @@ from trackasync import (
 )
 from trackasync._spool import SqliteLog
 from trackasync._spool_files import spool_files
-from trackasync._spool_format import iter_live
+from trackasync._spool_read import iter_live
 from trackasync.testing import RecordingTransport
 
 from .conftest import BASE_URL, IDS, NO_WAIT, PROJECT, Gate

@@ -53,7 +53,8 @@ from ._options import (
     Durability,
 )
 from ._spool_adopt import adopt_orphans
-from ._spool_format import read_adopted
+from ._spool_read import read_adopted
+from ._spool_spill import Spilled
 from ._spool_writer import Job, Release, Settle, SpoolWriter
 
 logger = logging.getLogger("trackasync")
@@ -104,12 +105,9 @@ class SqliteLog:
         )
         # The last sequence number appended (the loop's thread).
         self._last_appended = 0
-        # Commands kept on disk only because memory was full, as runs of
-        # consecutive numbers [first, last], oldest first; their count and
-        # bytes; and the bytes of adopted commands not handed back yet.
-        self._spilled: collections.deque[list[int]] = collections.deque()
-        self._spilled_count = 0
-        self._spilled_bytes = 0
+        # Commands kept on disk only because memory was full; and the bytes
+        # of adopted commands not handed back yet.
+        self._spilled = Spilled()
         self._backlog_bytes = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = (
@@ -177,7 +175,7 @@ class SqliteLog:
         """Whether the spool takes ``nbytes`` more beyond the queue in memory
         (never while the disk refuses writes: they would be in memory only)."""
         return (
-            self._spilled_bytes + self._backlog_bytes + nbytes <= self.max_bytes
+            self._spilled.nbytes + self._backlog_bytes + nbytes <= self.max_bytes
             and self._writer.failure is None
         )
 
@@ -188,14 +186,7 @@ class SqliteLog:
         if not self.has_room(size):
             return False
         self.append((delivery,))
-        seq = delivery.seq
-        spilled = self._spilled
-        if spilled and spilled[-1][1] == seq - 1:
-            spilled[-1][1] = seq
-        else:
-            spilled.append([seq, seq])
-        self._spilled_count += 1
-        self._spilled_bytes += size
+        self._spilled.add(delivery.seq, size)
         return True
 
     def synced(self, seq: int) -> Awaitable[None] | None:
@@ -272,28 +263,16 @@ class SqliteLog:
         entries: list[LogEntry] = []
         if self._backlog:
             entries = await self._job(lambda: self._read_page(limit))
-        if entries or not self._spilled_count:
+        if entries or not self._spilled.count:
             return entries
         # What this run kept on disk when memory was full, oldest first.
-        runs: list[tuple[int, int]] = []
-        taken = 0
-        spilled = self._spilled
-        while spilled and taken < limit:
-            first, last = spilled[0]
-            n = min(last - first + 1, limit - taken)
-            runs.append((first, first + n - 1))
-            taken += n
-            if first + n > last:
-                spilled.popleft()
-            else:
-                spilled[0][0] = first + n
-        self._spilled_count -= taken
+        runs = self._spilled.take(limit)
         entries = await self._job(lambda: self._writer.read_runs(runs))
-        self._spilled_bytes -= sum(len(e.body) for e in entries)
+        self._spilled.given_back(sum(len(e.body) for e in entries))
         return entries
 
     def backlog(self) -> int:
-        return self._backlog + self._spilled_count
+        return self._backlog + self._spilled.count
 
     async def aclose(self) -> None:
         if self._writer.thread is None or self._closed:

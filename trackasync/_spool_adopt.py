@@ -20,7 +20,8 @@ from pathlib import Path
 from . import _spool_files as files
 from ._exceptions import ConfigError
 from ._log import LogEntry
-from ._spool_format import GROUP_COMMANDS, iter_live, write_groups
+from ._spool_format import GROUP_COMMANDS, write_groups
+from ._spool_read import iter_live
 
 logger = logging.getLogger("trackasync")
 

@@ -23,22 +23,23 @@ writer tries again every ``_RETRY_FAILED`` seconds.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from . import _spool_files as files
 from ._delivery import Delivery
 from ._exceptions import SpoolError
 from ._log import LogEntry
 from ._spool_adopt import Group
-from ._spool_format import connect, create_schema, read_runs, write_groups
+from ._spool_format import connect, create_schema, write_groups
+from ._spool_groups import GroupIndex, record, runs_of
+from ._spool_read import read_runs
 
 logger = logging.getLogger("trackasync")
 
@@ -68,66 +69,6 @@ class Settle(list[int]):
 
 class Release(list[tuple[int, int]]):
     """(seq, attempts) of commands kept at a close."""
-
-
-class Plan(NamedTuple):
-    """What a transaction's settled runs do to the groups (applied to the
-    ``GroupIndex`` once it commits)."""
-
-    #: Runs to record, each within one group that stays.
-    records: list[tuple[int, int]]
-    #: Groups left without a live command: (lo, hi), to delete.
-    emptied: list[tuple[int, int]]
-    #: Commands settled per group (by its ``lo``).
-    taken: dict[int, int]
-
-
-class GroupIndex:
-    """The groups of the file: their ranges and live commands."""
-
-    def __init__(self) -> None:
-        self._los: list[int] = []
-        # lo -> [hi, live commands]
-        self._groups: dict[int, list[int]] = {}
-
-    def add(self, lo: int, hi: int, count: int) -> None:
-        los = self._los
-        if not los or lo > los[-1]:
-            los.append(lo)
-        else:
-            bisect.insort(los, lo)
-        self._groups[lo] = [hi, count]
-
-    def live(self) -> int:
-        return sum(live for _, live in self._groups.values())
-
-    def plan(self, runs: Sequence[tuple[int, int]]) -> Plan:
-        los, groups = self._los, self._groups
-        records: list[tuple[int, int, int]] = []
-        taken: dict[int, int] = {}
-        for a, b in runs:
-            i = max(0, bisect.bisect_right(los, a) - 1)
-            while i < len(los) and los[i] <= b:
-                lo = los[i]
-                hi = groups[lo][0]
-                x, y = max(a, lo), min(b, hi)
-                if x <= y:
-                    taken[lo] = taken.get(lo, 0) + y - x + 1
-                    records.append((lo, x, y))
-                i += 1
-        emptied = [(lo, groups[lo][0]) for lo, n in taken.items() if groups[lo][1] <= n]
-        gone = {lo for lo, _ in emptied}
-        return Plan([(x, y) for lo, x, y in records if lo not in gone], emptied, taken)
-
-    def apply(self, plan: Plan) -> None:
-        groups = self._groups
-        for lo, n in plan.taken.items():
-            groups[lo][1] -= n
-        los = self._los
-        for lo, _ in plan.emptied:
-            del groups[lo]
-            i = bisect.bisect_left(los, lo)
-            del los[i]
 
 
 class SpoolWriter:
@@ -321,7 +262,7 @@ class SpoolWriter:
     def _commit(self, top: int) -> bool:
         pending = self._pending
         settled = self._settled
-        plan = self.index.plan(_runs(settled)) if settled else None
+        plan = self.index.plan(runs_of(settled)) if settled else None
         updates = self._updates
         try:
             conn = self.connection()
@@ -334,7 +275,7 @@ class SpoolWriter:
                         updates.items(),
                     )
                 if plan is not None:
-                    _record(conn, plan)
+                    record(conn, plan)
                 conn.execute("COMMIT")
             except BaseException:
                 # A failed COMMIT may have rolled back already.
@@ -443,29 +384,6 @@ class SpoolWriter:
         with self.cond:
             self.durable_seq = 1 << 62
             self.cond.notify_all()
-
-
-def _record(conn: sqlite3.Connection, plan: Plan) -> None:
-    if plan.records:
-        conn.executemany("INSERT OR REPLACE INTO settled VALUES (?, ?)", plan.records)
-    for lo, hi in plan.emptied:
-        conn.execute("DELETE FROM groups WHERE lo = ?", (lo,))
-        conn.execute("DELETE FROM settled WHERE lo BETWEEN ? AND ?", (lo, hi))
-        conn.execute("DELETE FROM attempts WHERE seq BETWEEN ? AND ?", (lo, hi))
-
-
-def _runs(seqs: list[int]) -> list[tuple[int, int]]:
-    """Sorted runs of consecutive numbers, as (first, last) pairs."""
-    ordered = sorted(seqs)
-    runs: list[tuple[int, int]] = []
-    first = last = ordered[0]
-    for seq in ordered[1:]:
-        if seq != last + 1:
-            runs.append((first, last))
-            first = seq
-        last = seq
-    runs.append((first, last))
-    return runs
 
 
 def _ignore(_: Any) -> None:

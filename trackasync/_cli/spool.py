@@ -23,7 +23,7 @@ from typing import TextIO
 
 from .._exceptions import TrackError
 from .._spool_files import CORRUPT_SUFFIX, owner_alive, spool_files
-from .._spool_format import summary
+from .._spool_read import summary
 
 # How long --drain waits, at most, by default.
 DEFAULT_DRAIN_TIMEOUT = 600.0
