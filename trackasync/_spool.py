@@ -249,8 +249,11 @@ class SqliteLog:
         the same turn; this wakes the writer after the last of them, so they
         share the next transaction, without the writer polling for them."""
         loop = self._loop
-        assert loop is not None
-        loop.call_soon(self._wake.set)
+        if loop is None or loop.is_closed():
+            # Settling after the loop died (a close without it): at once.
+            self._wake.set()
+        else:
+            loop.call_soon(self._wake.set)
 
     def release(self, commands: Sequence[Delivery]) -> None:
         writer = self._writer
