@@ -1,4 +1,4 @@
-"""A spool file's format: one row per group commit, and reading it back.
+"""A spool file's format: one row per group commit, and writing it.
 
 Format 2 (``PRAGMA user_version = 2``) stores the commands of one commit
 together, so that a commit costs one row, not one per command:
