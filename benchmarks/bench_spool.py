@@ -14,13 +14,15 @@ with one, alternately, ``--rounds`` times, on in-process transports:
   producers, API healthy and down;
 - ``SyncClient.track`` (durable) from 1 and 8 threads, API healthy (``send=False``).
 
-Also: the group commit's transaction sizes (commands inserted per commit,
-mean) and the disk bytes per event (the spool file and its WAL, after
-``--events`` typical events with the API down).
+Also: the group commit's transaction sizes (commands inserted per commit and
+rows written per commit, means) and the disk bytes per event (the spool file
+and its WAL, after ``--events`` typical events with the API down, with the
+count of commands found in the file).
 
-Goals: ``track_nowait`` with the spool at most 1.5x the memory-only client's
-CPU per event; durable ``await track`` with 100 producers at least 20,000
-events/s.
+Goals (the report's ``goals`` says, for each, whether it is met):
+``track_nowait`` with the spool at most 1.5x the memory-only client's CPU per
+event, API healthy and down; durable ``await track`` with 100 producers at
+least 20,000 events/s, API healthy and down.
 
 The spool directory is a new one under ``--dir`` (default: the system's
 temporary directory, on disk); each commit of the durable setting waits for
@@ -36,6 +38,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -54,6 +57,7 @@ from _common import (
 
 from trackasync import Client, PrivateKey, Request, Response, SyncClient
 from trackasync._spool import SqliteLog
+from trackasync._spool_read import summary
 from trackasync.testing import accept_all
 
 AUTH = PrivateKey("key", "secret")
@@ -126,7 +130,12 @@ def run_async(
         durability = "interval" if case == "track_nowait" else "durable"
         client = _client(spool, api, durability, events)
         async with client:
-            await client.flush()  # started, the spool opened
+            await client.flush()  # started
+            log = _log(client)
+            while log is not None and not log.opened:
+                # The spool's file created and the directory scanned: the
+                # steady state is measured, not the start.
+                await asyncio.sleep(0.001)
             start, cpu = time.perf_counter(), cpu_seconds()
             if case == "track_nowait":
                 await _nowait(client, events)
@@ -138,9 +147,11 @@ def run_async(
                 await client.flush()
             elif log is not None:
                 # The API is down: every command is written, later under
-                # "interval"; the writer's work counts too.
+                # "interval"; the writer's work counts too. Polled seldom: on
+                # this machine every wake-up of an idle loop costs about
+                # 0.1 ms of CPU, which would be charged to the spool.
                 while log.inserted < events and log.failure is None:
-                    await asyncio.sleep(0.005)
+                    await asyncio.sleep(0.05)
             wall, used = time.perf_counter() - start, cpu_seconds() - cpu
             if api == "down":
                 wall = calls  # the calls' rate; the CPU covers the writes
@@ -149,6 +160,7 @@ def run_async(
                 "cpu_us_per_event": used / events * 1e6,
                 "commits": 0 if log is None else log.commits,
                 "inserted": 0 if log is None else log.inserted,
+                "groups": 0 if log is None else log.groups,
             }
             await client.aclose(timeout=0.05 if api == "down" else 10.0)
         return figures
@@ -193,10 +205,17 @@ def disk_bytes(root: Path, events: int) -> dict[str, Any]:
             await client._pipeline.table.log.aclose()  # commit, close the file
             files = [p for p in spool.iterdir() if ".spool" in p.name]
             size = sum(p.stat().st_size for p in files)
+            held = 0
+            for path in files:
+                if path.suffix == ".spool":
+                    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                    held += summary(conn)[0]
+                    conn.close()
             body = len(client._pipeline.table.oldest().body)  # type: ignore[union-attr]
             await client.aclose(timeout=0.05)
         return {
             "events": events,
+            "commands_in_file": held,
             "file_bytes": size,
             "bytes_per_event": round(size / events, 1),
             "body_bytes_per_event": body,
@@ -261,16 +280,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             if variant == "spool" and "commits" in runs[0]:
                 commits = sum(f["commits"] for f in runs)
                 inserted = sum(f["inserted"] for f in runs)
+                groups = sum(f["groups"] for f in runs)
                 row[variant]["commits"] = commits
                 row[variant]["written"] = inserted
+                # Transaction sizes: commands per commit, and rows (groups)
+                # per commit.
                 row[variant]["commands_per_commit"] = (
                     round(inserted / commits, 1) if commits else 0
+                )
+                row[variant]["groups_per_commit"] = (
+                    round(groups / commits, 2) if commits else 0
                 )
         row["cpu_ratio"] = round(
             row["spool"]["cpu_us_per_event"] / row["memory"]["cpu_us_per_event"], 2
         )
         summary[key] = row
     nowait = summary["track_nowait/healthy"]["cpu_ratio"]
+    nowait_down = summary["track_nowait/down"]["cpu_ratio"]
     durable = summary["await_track_100/healthy"]["spool"]["events_per_s"]
     durable_down = summary["await_track_100/down"]["spool"]["events_per_s"]
     return {
@@ -281,12 +307,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "disk": disk,
         "goals": {
             "track_nowait_cpu_ratio": {
+                "goal": "track_nowait with the spool (interval) costs at most "
+                "1.5x the memory-only client's CPU per event, API healthy and down",
                 "limit": 1.5,
                 "healthy": nowait,
-                "down": summary["track_nowait/down"]["cpu_ratio"],
-                "met": nowait <= 1.5,
+                "down": nowait_down,
+                "met": max(nowait, nowait_down) <= 1.5,
             },
             "durable_100_producers_events_per_s": {
+                "goal": "durable await track() from 100 concurrent producers "
+                "reaches at least 20,000 events/s, API healthy and down",
                 "limit": 20000,
                 "healthy": durable,
                 "down": durable_down,

@@ -48,6 +48,7 @@ NAMES = (
     "budget_step",
     "sync_client",
     "metrics",
+    "spool",
 )
 
 
@@ -414,6 +415,45 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
                 f"(paired ratio {ratios['pipeline_cpu']:.3f})",
                 f"track_nowait ≤ +{(met['target']['limit'] - 1) * 100:.0f} %: "
                 f"{_yes(met['target']['met'])}",
+            )
+        )
+    spool = reports.get("spool")
+    if spool:
+        res, goals = spool["results"], spool["goals"]
+        nowait, durable = (
+            goals["track_nowait_cpu_ratio"],
+            goals["durable_100_producers_events_per_s"],
+        )
+        for api in ("healthy", "down"):
+            r = res[f"track_nowait/{api}"]
+            rows.append(
+                (
+                    f"spool (interval), track_nowait, API {api}",
+                    f"{r['spool']['cpu_us_per_event']:.2f} vs "
+                    f"{r['memory']['cpu_us_per_event']:.2f} µs CPU/event "
+                    f"without a spool ({r['cpu_ratio']:.2f}x); "
+                    f"{r['spool']['commands_per_commit']:,.0f} commands per commit",
+                    f"≤ {nowait['limit']:g}x: {_yes(r['cpu_ratio'] <= nowait['limit'])}",
+                )
+            )
+        for api in ("healthy", "down"):
+            r = res[f"await_track_100/{api}"]["spool"]
+            rows.append(
+                (
+                    f"spool (durable), await track from 100 producers, API {api}",
+                    f"{r['events_per_s']:,} events/s, {r['cpu_us_per_event']:.1f} µs "
+                    f"CPU/event, {r['commands_per_commit']:,.1f} commands per commit",
+                    f"≥ {durable['limit']:,}/s: "
+                    f"{_yes(r['events_per_s'] >= durable['limit'])}",
+                )
+            )
+        disk = spool["disk"]
+        rows.append(
+            (
+                "spool on disk, API down",
+                f"{disk['bytes_per_event']:.0f} bytes per event for a "
+                f"{disk['body_bytes_per_event']}-byte body",
+                "",
             )
         )
     lines = ["| benchmark | median result | target |", "|---|---|---|"]

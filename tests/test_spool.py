@@ -22,6 +22,7 @@ from trackasync import (
 )
 from trackasync._spool import SqliteLog
 from trackasync._spool_files import spool_files
+from trackasync._spool_read import iter_live
 from trackasync.testing import RecordingTransport
 
 from .conftest import BASE_URL, IDS, NO_WAIT, PROJECT, Gate
@@ -49,9 +50,7 @@ def rows(spool: Path) -> list[bytes]:
     for found in spool_files(spool):
         conn = sqlite3.connect(f"file:{found.path}?mode=ro", uri=True)
         try:
-            out += [body for (body,) in conn.execute("SELECT body FROM commands")]
-        except sqlite3.OperationalError:
-            pass  # created a moment ago: its table comes with the first commit
+            out += [entry.body for entry in iter_live(conn)]
         finally:
             conn.close()
     return out
@@ -258,7 +257,7 @@ async def test_a_full_disk_raises_at_the_call_and_loses_nothing_spooled(
     client = spooled(tmp_path, RecordingTransport(Gate()))
     before = [(await client.track(IDS, "view", {"n": n})).body for n in range(3)]
     log = log_of(client)
-    conn = log._conn
+    conn = log._writer.conn
     assert conn is not None
     (pages,) = conn.execute("PRAGMA page_count").fetchone()
     # The writer thread is idle between commits: cap the file at its size.
@@ -355,7 +354,7 @@ async def test_a_command_settled_while_the_spool_opens_needs_no_commit(
     import time
 
     from trackasync._delivery import Delivery
-    from trackasync._spool import SCHEMA
+    from trackasync._spool_format import SCHEMA_V1 as SCHEMA
 
     orphan = sqlite3.connect(tmp_path / "1-orphan.spool")
     orphan.execute(SCHEMA)
@@ -387,7 +386,7 @@ def test_two_processes_starting_at_once_adopt_each_orphan_once(
     import subprocess
     import sys
 
-    from trackasync._spool import SCHEMA
+    from trackasync._spool_format import SCHEMA_V1 as SCHEMA
 
     expected: set[bytes] = set()
     for f in range(30):

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
-from trackasync import DeliveryFailed, QueueFull, SyncClient
+import pytest
+
+from trackasync import Client, Delivery, DeliveryFailed, QueueFull, SyncClient
+from trackasync._spool import SqliteLog
 from trackasync.testing import RecordingTransport
 
 from .conftest import IDS, NO_WAIT, PROJECT, Gate
 from .test_owner import invariant
-from .test_spool import AUTH, rows, spooled
+from .test_spool import AUTH, log_of, rows, spooled
 
 
 async def test_an_outage_fills_the_disk_and_memory_stays_bounded(
@@ -106,3 +110,79 @@ def test_a_sync_client_spills_to_disk_instead_of_blocking(tmp_path: Path) -> Non
     assert stats.kept >= 280
     report = client.close(timeout=0.1)
     assert report.kept + report.delivered + sum(report.failed.values()) >= 300
+
+
+async def _spilling_onto_a_full_disk(
+    tmp_path: Path, gate: Gate
+) -> tuple[Client, SqliteLog, list[Delivery]]:
+    """A client whose spool file cannot grow, with commands accepted past
+    max_queue (spilled) before the writer found out; then calls until the
+    overflow policy refuses one. Returns the client, its log and every
+    command a call accepted."""
+    client = spooled(
+        tmp_path,
+        RecordingTransport(gate),
+        durability="interval",
+        spool_interval=0.05,
+        max_queue=5,
+        max_in_flight=1,
+        overflow="raise",
+    )
+    await client.__aenter__()  # open: the spool opens its file
+    log = log_of(client)
+    for _ in range(500):
+        if log.opened:
+            break
+        await asyncio.sleep(0.01)
+    conn = log._writer.conn
+    assert conn is not None
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    # The writer is idle: from now on the file cannot grow.
+    conn.execute(f"PRAGMA max_page_count={pages}")
+    big = {"pad": "x" * 5_000}
+    accepted = [client.track_nowait(IDS, "view", {"n": n, **big}) for n in range(30)]
+    assert client.stats().kept >= 20  # past max_queue: on disk only, it said
+    for n in range(30, 1000):
+        try:
+            accepted.append(client.track_nowait(IDS, "view", {"n": n, **big}))
+        except QueueFull:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the spool kept taking commands it cannot write")
+    assert log.failure is not None
+    return client, log, accepted
+
+
+async def test_a_full_disk_while_spilling_loses_nothing_accepted(
+    tmp_path: Path,
+) -> None:
+    """The disk fills while commands are kept on disk only (past max_queue):
+    the spool takes no more (the overflow policy answers at the call), and
+    every command a call accepted, spilled ones included, is still sent once
+    the API answers, the disk still refusing them."""
+    gate = Gate()
+    client, _, accepted = await _spilling_onto_a_full_disk(tmp_path, gate)
+    gate.open.set()
+    for _ in range(1000):
+        if client.stats().delivered == len(accepted):
+            break
+        await asyncio.sleep(0.02)
+    stats = client.stats()
+    assert stats.delivered == len(accepted)
+    assert invariant(stats)
+    await client.aclose(timeout=1.0)
+
+
+async def test_a_close_with_a_full_disk_says_what_it_could_not_keep(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The API and the disk both refuse until the close: the commands that
+    could be neither sent nor written are named in an ERROR, not dropped in
+    silence."""
+    client, _, accepted = await _spilling_onto_a_full_disk(tmp_path, Gate())
+    caplog.set_level(logging.ERROR, logger="trackasync")
+    await client.aclose(timeout=0.1)
+    lost = [r.getMessage() for r in caplog.records if "LOST" in r.getMessage()]
+    assert lost, "nothing said about the commands the spool could not keep"
+    assert f"{len(accepted)} command(s)" in lost[0]

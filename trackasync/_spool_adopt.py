@@ -1,15 +1,13 @@
-"""A spool file's format, and taking over the files of processes that are gone.
+"""Taking over the spool files of processes that are gone.
 
-Each spool file is one SQLite table of commands keyed by sequence number. The
-owner's own commands carry the command table's numbers (1, 2, 3...); commands
-adopted from other files get negative numbers (-1 the oldest), so that they
-never collide and read back oldest first (``ORDER BY seq DESC``).
-
-Adoption takes the orphan's lock (``_spool_files``), copies its rows into the
-adopter's file in one transaction, oldest first and byte for byte, then deletes
-the orphan and lets the lock go. A crash between the copy's commit and the
-delete leaves both copies: the commands are then sent twice, which the API's
-deduplication absorbs (at least once, never lost).
+Adoption takes the orphan's lock (``_spool_files``), copies the commands it
+still holds into the adopter's file in one transaction, oldest first and byte
+for byte, then deletes the orphan and lets the lock go. The copies are
+numbered below everything the adopter took before (-1 the oldest), as groups
+of the adopter's own format; the orphan may be of either format
+(``_spool_format``). A crash between the copy's commit and the delete leaves
+both copies: the commands are then sent twice, which the API's deduplication
+absorbs (at least once, never lost).
 """
 
 from __future__ import annotations
@@ -20,94 +18,43 @@ import sqlite3
 from pathlib import Path
 
 from . import _spool_files as files
-from ._delivery import Kind
 from ._exceptions import ConfigError
 from ._log import LogEntry
+from ._spool_format import GROUP_COMMANDS, write_groups
+from ._spool_read import iter_live
 
 logger = logging.getLogger("trackasync")
 
-KIND_CODE: dict[str, int] = {"customers/events": 0, "customers": 1}
-KINDS: tuple[Kind, ...] = ("customers/events", "customers")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS commands (
-    seq INTEGER PRIMARY KEY,
-    kind INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    created REAL NOT NULL,
-    attempts INTEGER NOT NULL
-)
-"""
-#: The file format's version, in SQLite's ``user_version``.
-FORMAT = 1
-
-
-def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
-    """A connection to a spool file in WAL mode with ``synchronous=FULL``
-    (never creating the file unless ``create``)."""
-    mode = "rwc" if create else "rw"
-    conn = sqlite3.connect(
-        f"file:{path}?mode={mode}",
-        uri=True,
-        isolation_level=None,
-        check_same_thread=False,
-        timeout=10.0,
-    )
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
-
-
-def read_page(conn: sqlite3.Connection, cursor: int, limit: int) -> list[LogEntry]:
-    """Up to ``limit`` adopted commands older than ``cursor``, oldest first."""
-    rows = conn.execute(
-        "SELECT seq, kind, body, created, attempts FROM commands "
-        "WHERE seq < ? ORDER BY seq DESC LIMIT ?",
-        (cursor, limit),
-    ).fetchall()
-    return [
-        LogEntry(seq, KINDS[kind], body, created, attempts)
-        for seq, kind, body, created, attempts in rows
-    ]
-
-
-def read_runs(conn: sqlite3.Connection, runs: list[tuple[int, int]]) -> list[LogEntry]:
-    """The commands numbered within each run (first, last), in order."""
-    entries: list[LogEntry] = []
-    for first, last in runs:
-        rows = conn.execute(
-            "SELECT seq, kind, body, created, attempts FROM commands "
-            "WHERE seq BETWEEN ? AND ? ORDER BY seq",
-            (first, last),
-        ).fetchall()
-        entries += [
-            LogEntry(seq, KINDS[kind], body, created, attempts)
-            for seq, kind, body, created, attempts in rows
-        ]
-    return entries
+#: A group written by adoption: (lo, hi, count).
+Group = tuple[int, int, int]
 
 
 def adopt_orphans(
     conn: sqlite3.Connection, directory: Path, own: str, adopted: int
-) -> tuple[int, int]:
+) -> tuple[int, int, list[Group]]:
     """Adopt every file of ``directory`` but ``own`` whose owner is gone,
-    oldest written first; returns the commands and body bytes adopted.
-    ``adopted`` is how many this file adopted before (the numbering goes on
-    below them)."""
+    oldest written first; returns the commands and body bytes adopted, and
+    the groups written. ``adopted`` is how many this file adopted before (the
+    numbering goes on below them)."""
     for stale in files.stale_locks(directory):
         fd = files.take_lock(stale, create=False)
         if fd is not None:
             files.release_lock(fd, stale)
     total = size = 0
+    groups: list[Group] = []
     for orphan in files.spool_files(directory, exclude=own):
-        count, nbytes = _adopt(conn, directory, orphan, adopted + total)
+        count, nbytes = _adopt(conn, directory, orphan, adopted + total, groups)
         total += count
         size += nbytes
-    return total, size
+    return total, size, groups
 
 
 def _adopt(
-    conn: sqlite3.Connection, directory: Path, orphan: files.SpoolFile, base: int
+    conn: sqlite3.Connection,
+    directory: Path,
+    orphan: files.SpoolFile,
+    base: int,
+    groups: list[Group],
 ) -> tuple[int, int]:
     lock = files.lock_path(directory, orphan.name)
     fd = files.take_lock(lock, create=True)
@@ -122,7 +69,7 @@ def _adopt(
             logger.error("trackasync: %s", exc)
             return 0, 0
         try:
-            count, size = _copy(conn, orphan.path, base)
+            count, size, written = _copy(conn, orphan.path, base)
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -138,6 +85,7 @@ def _adopt(
                 target,
             )
             return 0, 0
+        groups += written
         files.remove_spool(orphan.path)
         if count:
             logger.info(
@@ -151,31 +99,30 @@ def _adopt(
         files.release_lock(fd, lock)
 
 
-def _copy(conn: sqlite3.Connection, path: Path, base: int) -> tuple[int, int]:
-    """Copy an orphan's rows in one transaction, oldest first, numbered below
-    the ``base`` rows adopted so far."""
+def _copy(
+    conn: sqlite3.Connection, path: Path, base: int
+) -> tuple[int, int, list[Group]]:
+    """Copy an orphan's live commands in one transaction, oldest first,
+    numbered below the ``base`` commands adopted so far; a group at a time, so
+    memory holds one group, whatever the orphan's size."""
     conn.execute("ATTACH DATABASE ? AS orphan", (f"file:{path}?mode=rw",))
+    count = size = 0
+    groups: list[Group] = []
     try:
         conn.execute("BEGIN IMMEDIATE")
-        (has_table,) = conn.execute(
-            "SELECT count(*) FROM orphan.sqlite_master WHERE name = 'commands'"
-        ).fetchone()
-        count = size = 0
-        if has_table:
-            conn.execute(
-                "INSERT INTO commands SELECT "
-                "-(? + row_number() OVER (ORDER BY created, seq)), "
-                "kind, body, created, attempts FROM orphan.commands",
-                (base,),
-            )
-            count, size = conn.execute(
-                "SELECT count(*), coalesce(sum(length(body)), 0) "
-                "FROM commands WHERE seq < ?",
-                (-base,),
-            ).fetchone()
+        batch: list[LogEntry] = []
+        for entry in iter_live(conn, "orphan"):
+            count += 1
+            size += len(entry.body)
+            batch.append(entry._replace(seq=-(base + count)))
+            if len(batch) == GROUP_COMMANDS:
+                groups += [r[:3] for r in write_groups(conn, batch)]
+                batch = []
+        if batch:
+            groups += [r[:3] for r in write_groups(conn, batch)]
         conn.execute("COMMIT")
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         conn.execute("DETACH DATABASE orphan")
-    return count, size
+    return count, size, groups

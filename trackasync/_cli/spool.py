@@ -3,7 +3,7 @@ send it all now.
 
 For each spool file: its owner process (from the name) and whether it is alive
 (its lock is held), the commands it holds, their bytes, and the oldest
-command's age. Files moved aside as unreadable are listed too. ``--drain``
+command's age (files of either format, ``_spool_format``). Files moved aside as unreadable are listed too. ``--drain``
 opens a client on the directory with the credentials of the ``TRACKASYNC_*``
 variables, which adopts every file whose owner is gone, sends what they hold,
 and closes; files of live owners are theirs and are left alone.
@@ -23,6 +23,7 @@ from typing import TextIO
 
 from .._exceptions import TrackError
 from .._spool_files import CORRUPT_SUFFIX, owner_alive, spool_files
+from .._spool_read import summary
 
 # How long --drain waits, at most, by default.
 DEFAULT_DRAIN_TIMEOUT = 600.0
@@ -52,10 +53,7 @@ def inspect(directory: Path) -> list[FileReport]:
         try:
             conn = sqlite3.connect(f"file:{found.path}?mode=ro", uri=True)
             try:
-                count, size, oldest = conn.execute(
-                    "SELECT count(*), coalesce(sum(length(body)), 0), min(created) "
-                    "FROM commands"
-                ).fetchone()
+                count, size, oldest = summary(conn)
             finally:
                 conn.close()
         except sqlite3.Error as exc:
