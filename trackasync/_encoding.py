@@ -65,6 +65,9 @@ _join = "".join
 _all_plain = PLAIN.issuperset
 _type = type
 _MAX_KNOWN_NAMES = 10_000
+# isinstance(value, str) as a C function of one argument, for filter().
+_is_str = str.__instancecheck__
+_filter = filter
 
 
 def _read_mapping(mapping: Mapping[str, Any], field: str) -> dict[str, Any]:
@@ -327,14 +330,22 @@ class Codec:
         of long ASCII strings and small containers need no second encode.
         """
         limit = self._max_value
-        lows = [
-            len(value) + 2 if value.__class__ is str else 1 for value in props.values()
-        ]
+        # In C, over the str values (most of a large body): their lengths.
+        lengths = list(map(len, _filter(_is_str, props.values())))
         # Each entry also holds its key (at least len + 2), a colon and a comma
-        # (one fewer comma than entries).
-        slack = room - sum(lows) - sum(map(len, props)) - 4 * len(props) + 1
-        if max(lows, default=0) + slack < limit:
+        # (one fewer comma than entries); a value that is not a str, 1 byte.
+        slack = (
+            room
+            - sum(lengths)
+            - 2 * len(lengths)
+            - (len(props) - len(lengths))
+            - sum(map(len, props))
+            - 4 * len(props)
+            + 1
+        )
+        if max(lengths, default=0) + 2 + slack < limit:
             return  # the usual case: no value can reach the limit
+        lows = [len(value) + 2 if _is_str(value) else 1 for value in props.values()]
         for (key, value), low in zip(props.items(), lows):
             if low + slack < limit:
                 continue
