@@ -367,8 +367,10 @@ def test_ordinary_text_never_takes_the_slow_path(
     plain = msgspec.json.decode(encode(c, route, props))["properties"]
     assert plain == props
     assert calls == []
-    encode(c, route, {**props, "tags": ["A", "T"]})
-    assert len(calls) == 1  # a container: it could hold a datetime
+    encode(c, route, {**props, "tags": ["A", "T"], "items": [{"sku": "A", "n": 1}]})
+    assert calls == []  # plain containers are proven as they are
+    encode(c, route, {**props, "tags": ["A", datetime(2024, 1, 1, tzinfo=PLUS_TWO)]})
+    assert len(calls) == 1  # a datetime with an offset must be settled
 
 
 # -- any container, any depth -----------------------------------------------------

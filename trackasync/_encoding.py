@@ -1,9 +1,12 @@
 """Validating and encoding commands, once, at the call.
 
 The hot path (``Codec.event`` / ``Codec.customer``) does only cheap checks and one
-``msgspec`` encode. Anything unusual (a failed encode, a large body, a property
-value that is not a plain str, int, float, bool or None) drops to a slow path
-that settles such values (``_values.normalise``) and names any culprit.
+``msgspec`` encode. Property values that are plain scalars, UTC datetimes, or
+plain lists and dicts of them (``_values.sent_as_is``) are sent as encoded.
+Anything else (a failed encode, any other value) drops to a slow path that
+settles such values (``_values.normalise``) and names any culprit. A body of
+``max_value_bytes`` or more also has each value's size checked, without
+encoding again the values that cannot reach the limit (``_value_sizes``).
 
 Conversions worth knowing (documented in the README, decided in ``_values``):
 
@@ -26,7 +29,7 @@ import msgspec
 from ._config import Limits
 from ._contract import check_names_ascii
 from ._exceptions import InvalidEvent, PayloadTooLarge
-from ._values import PLAIN, enc_hook, normalise
+from ._values import PLAIN, enc_hook, normalise, sent_as_is
 
 
 class _Event(msgspec.Struct, gc=False):
@@ -62,6 +65,9 @@ _join = "".join
 _all_plain = PLAIN.issuperset
 _type = type
 _MAX_KNOWN_NAMES = 10_000
+# isinstance(value, str) as a C function of one argument, for filter().
+_is_str = str.__instancecheck__
+_filter = filter
 
 
 def _read_mapping(mapping: Mapping[str, Any], field: str) -> dict[str, Any]:
@@ -145,20 +151,19 @@ class Codec:
         try:
             body = self._encode(_Event(ids, event_type, timestamp, props))
         except Exception:  # not encodable as is: settled or named in _recheck
-            return self._recheck(
-                b"",
-                ids,
-                props,
-                lambda p: self._encode(_Event(ids, event_type, timestamp, p)),
-            )
-        if len(body) >= self._max_value or not _all_plain(map(_type, props.values())):
-            body = self._recheck(
-                body,
-                ids,
-                props,
-                lambda p: self._encode(_Event(ids, event_type, timestamp, p)),
-            )
-        return body
+            body = b""
+        if (
+            body
+            and len(body) < self._max_value
+            and (_all_plain(map(_type, props.values())) or sent_as_is(props.values()))
+        ):
+            return body
+        return self._recheck(
+            body,
+            ids,
+            props,
+            lambda p: self._encode(_Event(ids, event_type, timestamp, p)),
+        )
 
     def customer(
         self,
@@ -180,10 +185,14 @@ class Codec:
         try:
             body = self._encode(_CustomerUpdate(ids, props, update_timestamp))
         except Exception:
-            return self._recheck(b"", ids, props, reencode)
-        if len(body) >= self._max_value or not _all_plain(map(_type, props.values())):
-            body = self._recheck(body, ids, props, reencode)
-        return body
+            body = b""
+        if (
+            body
+            and len(body) < self._max_value
+            and (_all_plain(map(_type, props.values())) or sent_as_is(props.values()))
+        ):
+            return body
+        return self._recheck(body, ids, props, reencode)
 
     def _ids(self, customer_ids: Mapping[str, str]) -> Mapping[str, str]:
         if customer_ids.__class__ is not dict:
@@ -281,7 +290,9 @@ class Codec:
 
         ``body`` is the encoding of ``props`` as given, or empty if that failed.
         """
-        if body and _all_plain(map(_type, props.values())):
+        if body and (
+            _all_plain(map(_type, props.values())) or sent_as_is(props.values())
+        ):
             settled = None  # only here for its size
         else:
             settled = normalise(props)
@@ -301,14 +312,50 @@ class Codec:
                 limit=self._max_command,
             )
         if size >= self._max_value:
-            for key, value in props.items():
-                value_size = len(self._encode(value))
-                if value_size >= self._max_value:
-                    raise PayloadTooLarge(
-                        f"property {key!r} is {value_size} bytes encoded; each "
-                        f"property value must be under {self._max_value} bytes",
-                        field=key,
-                        size=value_size,
-                        limit=self._max_value,
-                    )
+            self._value_sizes(size - len(reencode({})), props)
         return body
+
+    def _value_sizes(self, room: int, props: dict[str, Any]) -> None:
+        """PayloadTooLarge for the first property whose value encodes to
+        ``max_value_bytes`` or more; ``room`` is the encoded size of ``props``'s
+        entries (the body less its envelope, which includes ``{}``).
+
+        Encoding every value again would cost as much as the body. Instead,
+        ``room`` is the sum of every entry's exact size (key, colon, value, a
+        comma between two), and each has a cheap lower bound: a str encodes to
+        at least len + 2 bytes, anything else to at least 1. ``slack`` is room
+        less all the lower bounds, so no value can encode to more than its own
+        lower bound plus ``slack``: only values for which that reaches the
+        limit are encoded, and each exact size found tightens ``slack``. Bodies
+        of long ASCII strings and small containers need no second encode.
+        """
+        limit = self._max_value
+        # In C, over the str values (most of a large body): their lengths.
+        lengths = list(map(len, _filter(_is_str, props.values())))
+        # Each entry also holds its key (at least len + 2), a colon and a comma
+        # (one fewer comma than entries); a value that is not a str, 1 byte.
+        slack = (
+            room
+            - sum(lengths)
+            - 2 * len(lengths)
+            - (len(props) - len(lengths))
+            - sum(map(len, props))
+            - 4 * len(props)
+            + 1
+        )
+        if max(lengths, default=0) + 2 + slack < limit:
+            return  # the usual case: no value can reach the limit
+        lows = [len(value) + 2 if _is_str(value) else 1 for value in props.values()]
+        for (key, value), low in zip(props.items(), lows):
+            if low + slack < limit:
+                continue
+            value_size = len(self._encode(value))
+            if value_size >= limit:
+                raise PayloadTooLarge(
+                    f"property {key!r} is {value_size} bytes encoded; each "
+                    f"property value must be under {limit} bytes",
+                    field=key,
+                    size=value_size,
+                    limit=limit,
+                )
+            slack -= value_size - low

@@ -16,13 +16,20 @@ lists, tuples, sets, dataclasses, Structs, Enums) are first flattened to dicts
 and lists by ``msgspec.to_builtins``, in C, so one walk over dicts and lists
 reaches every value wherever it sits. The walk is iterative: no nesting depth
 that msgspec accepts can overflow the Python stack here.
+
+``sent_as_is`` answers the cheaper question first: are these values ones that
+``normalise`` would leave exactly as they are (so the caller's own encoding is
+what goes on the wire)? It says yes only for shapes it can prove: plain
+scalars, UTC datetimes, and plain lists and str-keyed dicts of them, nested a
+few levels, as applications send tags, addresses and line items.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -37,6 +44,60 @@ PLAIN = frozenset((str, int, float, bool, type(None)))
 _KEPT = (datetime, time, timedelta, Decimal, bytes, bytearray, memoryview)
 _REFUSED_BYTES = (bytes, bytearray, memoryview)
 _UTC = timezone.utc
+
+# ``issuperset`` over ``map(type, ...)``: one C-level pass over many values.
+_all_plain = PLAIN.issuperset
+_all_str = frozenset((str,)).issuperset
+_all_dicts = frozenset((dict,)).issuperset
+_type = type
+_chain = chain.from_iterable
+_dict_values = dict.values
+
+#: Containers inside a property value that ``sent_as_is`` looks into before it
+#: leaves the value to ``normalise``: a property holding a list of objects
+#: holding lists of scalars is still proven, one level deeper is not.
+AS_IS_DEPTH = 2
+
+
+def sent_as_is(values: Iterable[Any], depth: int = AS_IS_DEPTH) -> bool:
+    """True if ``normalise`` would leave every one of ``values`` as it is.
+
+    Exact classes only (a subclass of str or dict, an IntEnum, a tuple could
+    encode otherwise), str keys only (``normalise`` settles other keys), and a
+    ``datetime`` only with ``timezone.utc`` itself (which msgspec writes as
+    ``...Z``, as ``normalise`` would). Float NaN and infinities are plain:
+    msgspec writes them as ``null``, which is what ``normalise`` sends too.
+    False means "not proven", never "refused": ``normalise`` then decides.
+    """
+    for value in values:
+        cls = value.__class__
+        if cls in PLAIN:
+            continue
+        if cls is list:
+            if _all_plain(map(_type, value)):
+                continue
+            if (
+                _all_dicts(map(_type, value))
+                and _all_str(map(_type, _chain(value)))
+                and _all_plain(map(_type, _chain(map(_dict_values, value))))
+            ):
+                continue  # a list of flat objects (line items), in C
+            inner: Iterable[Any] = value
+        elif cls is dict:
+            if not _all_str(map(_type, value)):
+                return False
+            inner = value.values()
+            if _all_plain(map(_type, inner)):
+                continue
+        elif cls is datetime:
+            if value.tzinfo is _UTC:
+                continue
+            return False
+        else:
+            return False
+        if not depth or not sent_as_is(inner, depth - 1):
+            return False
+    return True
 
 
 def enc_hook(value: object) -> object:
