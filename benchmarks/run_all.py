@@ -37,6 +37,7 @@ from _common import SNAPSHOT_ENV
 HERE = Path(__file__).resolve().parent
 NAMES = (
     "enqueue",
+    "encode",
     "e2e",
     "breakdown",
     "memory",
@@ -417,6 +418,19 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
                 f"{_yes(met['target']['met'])}",
             )
         )
+    encode = reports.get("encode")
+    if encode:
+        for kind, result in encode["kinds"].items():
+            ratio = result["ratio_to_msgspec"]["tree"]["median"]
+            goal = result.get("goal_ratio")
+            rows.append(
+                (
+                    f"encode at the call (`Codec.event`), {kind} event",
+                    f"{_median(result['us_per_event']['tree']):.2f} µs, "
+                    f"{ratio:.2f}x a plain msgspec encode",
+                    "" if goal is None else f"≤ {goal:g}x: {_yes(ratio <= goal)}",
+                )
+            )
     spool = reports.get("spool")
     if spool:
         res, goals = spool["results"], spool["goals"]
