@@ -47,7 +47,6 @@ from _common import (
     EVENT_KINDS,
     TYPICAL_IDS,
     TYPICAL_PROPERTIES,
-    Pool,
     cpu_seconds,
     drain,
     event_pool,
@@ -60,7 +59,7 @@ from _common import (
     spread,
     typical_pool,
 )
-from _reference import BATCH
+from _reference import BATCH, floor_bodies
 from bench_enqueue import NullTransport, _batch_answers
 
 from trackasync import AiohttpTransport, Client, Limits, PrivateKey
@@ -87,33 +86,9 @@ async def _pipeline(
 
 
 async def _floor_no_http(events: int, kind: str = "typical") -> None:
-    pool: Pool = event_pool(kind)
-    size = len(pool)
-    encode = msgspec.json.Encoder().encode
-    now = time.time
-    chunks: list[bytes] = []
-    count = 0
-    prefix = b'},{"name":"customers/events","command_id":"1","data":'
-    for i in range(events):
-        ids, props, stamp = pool[i % size]
-        chunks.append(prefix)
-        chunks.append(
-            encode(
-                {
-                    "customer_ids": ids,
-                    "event_type": "purchase",
-                    "timestamp": now() if stamp is None else stamp + i // size,
-                    "properties": props,
-                }
-            )
-        )
-        count += 1
-        if count == BATCH:
-            chunks.append(b"}]}")
-            b"".join(chunks)
-            chunks = []
-            count = 0
-            await asyncio.sleep(0)
+    """The floor sender's own work without HTTP: its bodies, a yield per body."""
+    for _ in floor_bodies(event_pool(kind), events):
+        await asyncio.sleep(0)
 
 
 @contextlib.contextmanager

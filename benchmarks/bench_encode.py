@@ -39,6 +39,7 @@ from typing import Any
 
 import msgspec
 from _common import CLIENT_CPU, emit, event_pool, header, median, pin, spread
+from bench_enqueue import _load_library
 
 import trackasync
 
@@ -47,21 +48,6 @@ EVENT_TYPE = "purchase"
 #: The typical pool takes the default timestamp ("now"); a fixed one here.
 DEFAULT_STAMP = 1_764_547_200.0
 BIG_GOAL = 1.3
-
-
-def _load_library(root: str, name: str = "trackasync_baseline") -> ModuleType:
-    """Import the ``trackasync/`` package found in ``root`` as ``name``, beside
-    the current one (the package uses only relative imports, so it can)."""
-    init = Path(root) / "trackasync" / "__init__.py"
-    spec = importlib.util.spec_from_file_location(
-        name, init, submodule_search_locations=[str(init.parent)]
-    )
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"no trackasync package in {root}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 Events = list[tuple[dict[str, str], dict[str, Any], float]]
