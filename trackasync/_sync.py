@@ -555,7 +555,15 @@ class SyncClient:
             runtime = self._ready()
         delivery = runtime.event(customer_ids, event_type, properties, timestamp)
         if delivery._outcome is None:  # not dropped by before_send
-            runtime.hand_over(delivery)
+            if runtime.spool is None and _get_ident() != runtime.thread.ident:
+                # _Runtime.hand_over's common case, inlined: this is per call.
+                try:
+                    runtime.table.hand_over(delivery, runtime.queue_timeout)
+                except RuntimeError:  # the loop is closed: the thread is gone
+                    runtime.check_alive()
+                    raise
+            else:
+                runtime.hand_over(delivery)
         return SyncDelivery(delivery, runtime)
 
     def update_customer(
