@@ -69,6 +69,7 @@ class Mutant:
 
 PIPELINE = "tests/test_mutants_pipeline.py"
 SYNC = "tests/test_mutants_sync.py"
+BYTES = "tests/test_queue_bytes.py"
 FORK = "tests/test_mutants_fork.py"
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -101,8 +102,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "newcomer_waits_first",
         "a producer that starts waiting overtakes those already waiting",
         "trackasync/_table.py",
-        "self._putters.append(waiter)",
-        "self._putters.appendleft(waiter)",
+        "self._putters.append(entry)",
+        "self._putters.appendleft(entry)",
         (PIPELINE,),
     ),
     Mutant(
@@ -189,8 +190,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "sync_slot_waits_for_poll",
         "a freed SyncClient slot wakes a blocked producer only at the poll",
         "trackasync/_table.py",
-        "if self._thread_waiting:\n                self._room.notify(count)",
-        "if self._thread_waiting:\n                pass",
+        "every waiter checks.\n                self._room.notify_all()",
+        "every waiter checks.\n                pass",
         (SYNC,),
     ),
     Mutant(
@@ -222,8 +223,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "queue_holds_one_more",
         "the queue takes one command over max_queue",
         "trackasync/_table.py",
-        "if len(items) >= self._limit:",
-        "if len(items) > self._limit:",
+        "if len(items) >= self._limit or (nbytes",
+        "if len(items) > self._limit or (nbytes",
         ("tests/test_table.py", "tests/test_e2e_flow.py"),
     ),
     Mutant(
@@ -238,8 +239,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "drop_old_drops_newest_queued",
         "drop_old drops the newest queued command",
         "trackasync/_table.py",
-        "oldest = self._items.popleft()",
-        "oldest = self._items.pop()",
+        "oldest = items.popleft()",
+        "oldest = items.pop()",
         ("tests/test_table.py", "tests/test_e2e_flow.py"),
     ),
     Mutant(
@@ -262,16 +263,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "cancelled_woken_keeps_slot",
         "a woken producer cancelled before it runs keeps its slot from the next",
         "trackasync/_table.py",
-        "self._woken -= 1\n                self._wake_putters()",
-        "self._woken -= 1",
+        "self._woken_bytes -= size\n                self._wake_putters()",
+        "self._woken_bytes -= size",
         ("tests/test_table.py",),
     ),
     Mutant(
         "close_leaves_waiters",
         "closing leaves producers waiting for room",
         "trackasync/_table.py",
-        "for waiter in putters:\n            if not waiter.done():",
-        "for waiter in ():\n            if not waiter.done():",
+        "for waiter, _ in putters:\n            if not waiter.done():",
+        "for waiter, _ in ():\n            if not waiter.done():",
         ("tests/test_table.py", "tests/test_client_close.py"),
     ),
     Mutant(
@@ -491,8 +492,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "sync_slot_never_taken",
         "SyncClient's 'raise' and 'wait' never see the queue full",
         "trackasync/_table.py",
-        "                    self._tickets -= 1\n",
-        "",
+        ") or self._has_ticket(size):\n                    self._tickets -= 1\n",
+        ") or self._has_ticket(size):\n",
         ("tests/test_sync_client.py", SYNC),
     ),
     # -- the command table's seam for a durable log ----------------------------------
@@ -546,6 +547,47 @@ MUTANTS: tuple[Mutant, ...] = (
         "assert isinstance(error, DeliveryFailed)\n                failed(delivery, error)",
         "assert isinstance(error, DeliveryFailed)",
         ("tests/test_owner.py", "tests/test_sync_client.py"),
+    ),
+    # -- the queue's bound in bytes (max_queue_bytes) ---------------------------------
+    Mutant(
+        "bytes_bound_ignored_at_offer",
+        "the loop's intake fills the queue past max_queue_bytes",
+        "trackasync/_table.py",
+        "if len(items) >= self._limit or (nbytes > self._byte_limit and items):",
+        "if len(items) >= self._limit:",
+        (BYTES,),
+    ),
+    Mutant(
+        "empty_queue_refuses_a_big_command",
+        "a command bigger than the byte bound is refused even by an empty queue",
+        "trackasync/_table.py",
+        "if len(items) >= self._limit or (nbytes > self._byte_limit and items):",
+        "if len(items) >= self._limit or nbytes > self._byte_limit:",
+        (BYTES,),
+    ),
+    Mutant(
+        "drop_old_drops_one_whatever_the_bytes",
+        "drop_old drops one old command even when the new one needs more room",
+        "trackasync/_table.py",
+        "        while items and (\n            len(items) >= self.maxsize",
+        "        if items and (\n            len(items) >= self.maxsize",
+        (BYTES,),
+    ),
+    Mutant(
+        "waiters_woken_whatever_their_bytes",
+        "a waiter for room is let in though its bytes do not fit",
+        "trackasync/_table.py",
+        "if size > room_bytes and (self._items or self._woken):",
+        "if False:",
+        (BYTES,),
+    ),
+    Mutant(
+        "thread_hand_over_ignores_bytes",
+        "SyncClient's threads fill the queue past max_queue_bytes",
+        "trackasync/_table.py",
+        "self._tickets > 0 and size <= self._ticket_bytes",
+        "self._tickets > 0",
+        (BYTES,),
     ),
 )
 
