@@ -15,7 +15,7 @@ from trackasync._cli.spool import main as spool_cli
 from trackasync._delivery import Delivery
 from trackasync._spool import SqliteLog
 from trackasync._spool_files import spool_files
-from trackasync._spool_format import FORMAT, SCHEMA_V1, pack, unpack
+from trackasync._spool_format import FORMAT, SCHEMA_V1, pack, rows, unpack
 from trackasync._spool_read import iter_live
 from trackasync.testing import RecordingTransport
 
@@ -70,6 +70,36 @@ def test_a_damaged_group_is_refused() -> None:
         unpack(count + 1, head, body)
     with pytest.raises(sqlite3.DatabaseError):
         unpack(count, b"\x93junk", body)
+
+
+def test_a_commit_is_cut_into_groups_by_count_and_by_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Groups hold at most GROUP_COMMANDS commands and, beyond their first
+    command, GROUP_BYTES body bytes; a command larger than that is a group of
+    its own; every command is in exactly one group, in order."""
+    from trackasync import _spool_format
+
+    monkeypatch.setattr(_spool_format, "GROUP_COMMANDS", 3)
+    monkeypatch.setattr(_spool_format, "GROUP_BYTES", 10)
+    sizes = [1, 1, 1, 1, 4, 4, 3, 25, 2, 10, 1]
+    commands = [command(n, b"x" * size) for n, size in enumerate(sizes, 1)]
+    out = rows(commands)
+    assert [(lo, hi, count, nbytes) for lo, hi, count, nbytes, *_ in out] == [
+        (1, 3, 3, 3),  # cut by count
+        (4, 6, 3, 9),  # cut by count, 9 bytes
+        (7, 7, 1, 3),  # 3 + 25 would pass 10 bytes
+        (8, 8, 1, 25),  # larger than a group: alone
+        (9, 9, 1, 2),  # 2 + 10 would pass 10 bytes
+        (10, 10, 1, 10),  # exactly 10 bytes; 10 + 1 would pass them
+        (11, 11, 1, 1),
+    ]
+    back = [
+        e for _, _, count, _, _, head, body in out for e in unpack(count, head, body)
+    ]
+    assert [(e.seq, e.body) for e in back] == [(c.seq, c.body) for c in commands]
+    assert rows([]) == []
+    assert [r[:4] for r in rows(commands[:2])] == [(1, 2, 2, 2)]
 
 
 async def test_one_commit_is_one_row_and_settled_groups_are_deleted(

@@ -31,8 +31,10 @@ descending, then positive numbers ascending. Reading a file back is
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from itertools import accumulate
 from pathlib import Path
 from typing import Protocol
 
@@ -110,55 +112,95 @@ GroupRow = tuple[int, int, int, int, float, bytes, bytes]
 
 
 def pack(commands: Sequence[Command]) -> GroupRow:
-    """The ``groups`` row of ``commands`` (in age order)."""
+    """The ``groups`` row of ``commands`` (in age order), as one group."""
+    seqs, created, attempts, kinds, bodies = _columns(commands)
+    return _row(seqs, created, attempts, kinds, bodies, list(map(len, bodies)))
+
+
+def rows(commands: Sequence[Command]) -> list[GroupRow]:
+    """The ``groups`` rows of ``commands`` (in age order): cut into groups of
+    at most ``GROUP_COMMANDS`` commands and (beyond a group's first command)
+    ``GROUP_BYTES`` body bytes.
+
+    A commit under "interval" can hold an interval's worth of commands (tens
+    of thousands): their columns are taken once, a list comprehension each,
+    and cut by slicing, so nothing is called per command."""
     n = len(commands)
-    bodies = [c.body for c in commands]
-    first, last = commands[0].seq, commands[-1].seq
-    attempts = [c.attempts for c in commands]
-    kinds = [c.kind for c in commands]
+    if not n:
+        return []
+    seqs, created, attempts, kinds, bodies = _columns(commands)
+    lengths = list(map(len, bodies))
+    # ends[i]: body bytes of the first i commands.
+    ends = list(accumulate(lengths, initial=0))
+    most, limit = GROUP_COMMANDS, GROUP_BYTES
+    out: list[GroupRow] = []
+    start = 0
+    while start < n:
+        end = min(start + most, n)
+        if ends[end] - ends[start] > limit:
+            # The most commands that fit in ``limit`` bytes, at least one.
+            fit = bisect.bisect_right(ends, ends[start] + limit, start, end + 1) - 1
+            end = max(start + 1, fit)
+        out.append(
+            _row(
+                seqs[start:end],
+                created[start:end],
+                attempts[start:end],
+                kinds[start:end],
+                bodies[start:end],
+                lengths[start:end],
+            )
+        )
+        start = end
+    return out
+
+
+def _columns(
+    commands: Sequence[Command],
+) -> tuple[list[int], list[float], list[int], list[Kind], list[bytes]]:
+    """The commands' columns, in the order of a group's head (``bodies``
+    for the lengths). One list comprehension per column: cheaper than one
+    pass building a tuple per command, then transposing them."""
+    return (
+        [c.seq for c in commands],
+        [c.created for c in commands],
+        [c.attempts for c in commands],
+        [c.kind for c in commands],
+        [c.body for c in commands],
+    )
+
+
+def _row(
+    seqs: Sequence[int],
+    created: Sequence[float],
+    attempts: Sequence[int],
+    kinds: Sequence[Kind],
+    bodies: Sequence[bytes],
+    lengths: Sequence[int],
+) -> GroupRow:
+    n = len(seqs)
+    first, last = seqs[0], seqs[-1]
     head = _ENCODER.encode(
         (
-            [c.seq for c in commands],
-            [c.created for c in commands],
+            seqs,
+            created,
             # Usually all 0 and all events: then not stored at all.
             attempts if any(attempts) else None,
             None if kinds.count(EVENTS) == n else [KIND_CODE[k] for k in kinds],
-            list(map(len, bodies)),
+            lengths,
         )
     )
     body = b"".join(bodies)
-    return (
-        min(first, last),
-        max(first, last),
-        n,
-        len(body),
-        commands[0].created,
-        head,
-        body,
-    )
-
-
-def split(commands: Sequence[Command]) -> Iterator[Sequence[Command]]:
-    """``commands`` cut into groups of at most ``GROUP_COMMANDS`` commands and
-    (beyond the first command) ``GROUP_BYTES`` body bytes."""
-    start, size, n = 0, 0, len(commands)
-    for i in range(n):
-        length = len(commands[i].body)
-        if i > start and (i - start >= GROUP_COMMANDS or size + length > GROUP_BYTES):
-            yield commands[start:i]
-            start, size = i, 0
-        size += length
-    if start < n:
-        yield commands[start:]
+    return (min(first, last), max(first, last), n, len(body), created[0], head, body)
 
 
 def write_groups(
     conn: sqlite3.Connection, commands: Sequence[Command]
 ) -> list[GroupRow]:
     """Insert ``commands`` (in age order) as groups; returns their rows."""
-    rows = [pack(group) for group in split(commands)]
-    conn.executemany(_INSERT, rows)
-    return rows
+    out = rows(commands)
+    conn.executemany(_INSERT, out)
+    return out
 
 
 def unpack_head(count: int, head: bytes) -> Head:

@@ -29,6 +29,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from itertools import repeat, starmap
 from pathlib import Path
 from typing import Any
 
@@ -176,8 +177,9 @@ class SpoolWriter:
         # Taken after the settles: every command they name was appended
         # before them, so it is either written already or among these.
         appended = self.appended
-        pop = appended.popleft
-        new = [pop() for _ in range(len(appended))]
+        # As many as are there now (the loop may be appending meanwhile),
+        # popped in a C loop: an interval's worth can be tens of thousands.
+        new = list(starmap(appended.popleft, repeat((), len(appended))))
         if new:
             self._pending += new
             self._top = new[-1].seq
