@@ -35,7 +35,9 @@ def _fork_and_wait() -> int:
 
 def test_hooks_run_in_the_child_only_and_survive_a_failing_one(tmp_path) -> None:
     path = str(tmp_path / "calls")
-    first, failing, last = Recorder(path), Recorder(path, fail=True), Recorder(path)
+    # Every hook fails: whatever order the weak set gives them, a failure that
+    # stopped the others would leave fewer than three calls.
+    first, failing, last = (Recorder(path, fail=True) for _ in range(3))
     for obj in (first, failing, last):
         _fork.register(obj)
     try:
