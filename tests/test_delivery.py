@@ -295,3 +295,34 @@ def test_done_callbacks_run_once_in_order_at_settle(caplog):
     assert len(seen) == 2
     delivery.add_done_callback(lambda d: seen.append(("late", d)))
     assert seen[-1] == ("late", delivery)
+
+
+def test_a_failures_twin_is_equal_and_independent() -> None:
+    """Failures made per command during an outage are copies of one template:
+    each is its own object, with the template's text and fields, and raising
+    one leaves the others' tracebacks alone."""
+    from trackasync import DeliveryFailed
+
+    template = DeliveryFailed("dropped", "the queue was full", attempts=0)
+    first, second = template._twin(), template._twin()
+    assert first is not second
+    assert first is not template
+    for twin in (first, second):
+        assert isinstance(twin, DeliveryFailed)
+        assert str(twin) == "the queue was full"
+        assert (twin.reason, twin.errors, twin.status, twin.attempts) == (
+            "dropped",
+            (),
+            None,
+            0,
+        )
+        assert (twin.request_id, twin.error, twin.__cause__) == (None, None, None)
+    first.attempts = 3
+    assert second.attempts == 0
+    assert template.attempts == 0
+    try:
+        raise first
+    except DeliveryFailed:
+        pass
+    assert first.__traceback__ is not None
+    assert second.__traceback__ is None

@@ -21,6 +21,13 @@ logger = logging.getLogger("trackasync")
 #: How often each kind of loss may be logged, in seconds (with counts between).
 LOG_INTERVAL = 10.0
 
+# What a command kept on disk only ends with: copied per command (``_twin``).
+_SPILLED = DeliveryFailed(
+    "kept",
+    "the queue in memory was full: the command is kept in the spool on "
+    "disk and sent from there; its outcome reaches on_result and stats()",
+)
+
 
 class Ledger:
     """Records outcomes; makes every kind of loss visible at WARNING or above."""
@@ -109,12 +116,8 @@ class Ledger:
         """Memory is full: this command is kept in the spool only, and this
         run sends it when memory has room (as a recovered command, whose
         outcome reaches the hook and the stats). Its handle ends "kept" now."""
-        error = DeliveryFailed(
-            "kept",
-            "the queue in memory was full: the command is kept in the spool on "
-            "disk and sent from there; its outcome reaches on_result and stats()",
-            attempts=delivery.attempts,
-        )
+        error = _SPILLED._twin()
+        error.attempts = delivery.attempts
         if delivery._settle(error):
             self.counters.kept += 1
             if self.hooks is not None:

@@ -75,6 +75,7 @@ class CommandTable:
         "_batch_count",
         "_broken",
         "_byte_limit",
+        "_drop_template",
         "_flying",
         "_inbox",
         "_inbox_dropped",
@@ -180,6 +181,7 @@ class CommandTable:
         self._thread_waiting = 0
         # Why the loop's thread died, if it did: waiting for it is pointless.
         self._broken: Exception | None = None
+        self._drop_template: DeliveryFailed | None = None
         # Set by the pipeline: runs a function in the loop's thread, soon.
         self._schedule: Callable[[Callable[[], None]], object] | None = None
         # With a spool: keeps a command on disk only when memory is full (True
@@ -394,11 +396,16 @@ class CommandTable:
         self._ledger.failed(delivery, self._dropped_error())
 
     def _dropped_error(self) -> DeliveryFailed:
-        return DeliveryFailed(
-            "dropped",
+        # One per dropped command, and an outage drops every command: the
+        # failure is built once per text and copied (``_twin``) after that.
+        text = (
             f"dropped by the overflow policy {self.overflow!r}: "
-            f"the queue was full ({self._full_text()})",
+            f"the queue was full ({self._full_text()})"
         )
+        template = self._drop_template
+        if template is None or template.args[0] != text:
+            template = self._drop_template = DeliveryFailed("dropped", text)
+        return template._twin()
 
     # -- intake from other threads -------------------------------------------------
 
