@@ -276,11 +276,15 @@ def connect(path: Path, *, create: bool = False) -> sqlite3.Connection:
         check_same_thread=False,
         timeout=10.0,
     )
-    if create:
-        # Before anything is written: a file's page size is set at creation.
-        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    try:
+        if create:
+            # Before anything is written: a file's page size is set at creation.
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        conn.close()  # the caller retries: never leave one open behind
+        raise
     return conn
 
 

@@ -258,7 +258,11 @@ class SpoolWriter:
         self.lock_fd = fd
         files.create_private(self.path)
         conn = connect(self.path, create=True)
-        create_schema(conn)
+        try:
+            create_schema(conn)
+        except BaseException:
+            conn.close()  # the next commit tries again, on a new connection
+            raise
         self.conn = conn
 
     def _commit(self, top: int) -> bool:
