@@ -569,8 +569,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "drop_old_drops_one_whatever_the_bytes",
         "drop_old drops one old command even when the new one needs more room",
         "trackasync/_table.py",
-        "        while items and (\n            len(items) >= self.maxsize",
-        "        if items and (\n            len(items) >= self.maxsize",
+        "        while items and self._over(size):",
+        "        if items and self._over(size):",
         (BYTES,),
     ),
     Mutant(

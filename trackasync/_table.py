@@ -378,9 +378,7 @@ class CommandTable:
         items = self._items
         size = len(delivery.body)
         dropped = []
-        while items and (
-            len(items) >= self.maxsize or self.nbytes + size > self.maxbytes
-        ):
+        while items and self._over(size):
             oldest = items.popleft()
             self.nbytes -= len(oldest.body)
             dropped.append(oldest)
