@@ -20,8 +20,9 @@ that msgspec accepts can overflow the Python stack here.
 ``sent_as_is`` answers the cheaper question first: are these values ones that
 ``normalise`` would leave exactly as they are (so the caller's own encoding is
 what goes on the wire)? It says yes only for shapes it can prove: plain
-scalars, UTC datetimes, and plain lists and str-keyed dicts of them, nested a
-few levels, as applications send tags, addresses and line items.
+scalars, UTC datetimes, and lists and str-keyed dicts of scalars, nested a few
+levels, as applications send tags, addresses and line items. The containers of
+an event are checked together by one ``msgspec.convert``, in C.
 """
 
 from __future__ import annotations
@@ -59,15 +60,69 @@ _dict_values = dict.values
 AS_IS_DEPTH = 2
 
 
-def sent_as_is(values: Iterable[Any], depth: int = AS_IS_DEPTH) -> bool:
-    """True if ``normalise`` would leave every one of ``values`` as it is.
+# What ``sent_as_is`` proves of all the containers of an event at once, in C:
+# lists (or other sequences) and str-keyed objects holding only JSON scalars
+# (or their subclasses), nested AS_IS_DEPTH levels below a property at most.
+# ``msgspec.convert`` fails on anything else inside them (a datetime, time,
+# timedelta, bytes, an Enum that is not an int, a non-str key, a deeper
+# container) and builds a throwaway copy: still less than half the cost of
+# visiting the values from Python.
+_Scalar = None | bool | int | float | str
+_Depth2 = _Scalar | list[_Scalar] | dict[str, _Scalar]
+_Depth1 = _Scalar | list[_Depth2] | dict[str, _Depth2]
 
-    Exact classes only (a subclass of str or dict, an IntEnum, a tuple could
-    encode otherwise), str keys only (``normalise`` settles other keys), and a
-    ``datetime`` only with ``timezone.utc`` itself (which msgspec writes as
-    ``...Z``, as ``normalise`` would). Float NaN and infinities are plain:
-    msgspec writes them as ``null``, which is what ``normalise`` sends too.
-    False means "not proven", never "refused": ``normalise`` then decides.
+
+class _Containers(msgspec.Struct, array_like=True, gc=False):
+    """Only for its type: ``convert((containers,), _Containers)`` checks them."""
+
+    items: list[list[_Depth1] | dict[str, _Depth1]]
+
+
+_convert = msgspec.convert
+_ValidationError = msgspec.ValidationError
+
+
+def sent_as_is(values: Iterable[Any]) -> bool:
+    """True if ``normalise`` would leave every one of ``values`` as it is, so
+    their own encoding is what goes on the wire.
+
+    Only for values that encoded: the encoder refuses non-finite ``Decimal``
+    values, which ``convert`` would take for floats (a finite one encodes the
+    same either way). At the top level, plain scalars (exact classes) and
+    ``timezone.utc`` datetimes (which msgspec writes as ``...Z``, as
+    ``normalise`` would); lists and dicts are checked together by one
+    ``convert`` (see ``_Containers``), and, if that fails, by the exact walk,
+    which also proves UTC datetimes inside them. False means "not proven",
+    never "refused": ``normalise`` then decides.
+    """
+    containers: list[Any] = []
+    for value in values:
+        cls = value.__class__
+        if cls in PLAIN:
+            continue
+        if cls is list or cls is dict:
+            containers.append(value)
+        elif cls is datetime:
+            if value.tzinfo is not _UTC:
+                return False
+        else:
+            return False
+    if not containers:
+        return True
+    try:
+        _convert((containers,), _Containers)
+    except _ValidationError:
+        return _exact_proof(containers, AS_IS_DEPTH)
+    return True
+
+
+def _exact_proof(values: Iterable[Any], depth: int) -> bool:
+    """``sent_as_is``' check from Python, ``depth`` levels deep.
+
+    Exact classes only (a subclass of str or dict, an IntEnum or a tuple are
+    not proven here, though ``convert`` proves them: their encoding is the
+    same), str keys only (``normalise`` settles other keys), and a
+    ``datetime`` only with ``timezone.utc`` itself.
     """
     for value in values:
         cls = value.__class__
@@ -90,12 +145,12 @@ def sent_as_is(values: Iterable[Any], depth: int = AS_IS_DEPTH) -> bool:
             if _all_plain(map(_type, inner)):
                 continue
         elif cls is datetime:
-            if value.tzinfo is _UTC:
-                continue
-            return False
+            if value.tzinfo is not _UTC:
+                return False
+            continue
         else:
             return False
-        if not depth or not sent_as_is(inner, depth - 1):
+        if not depth or not _exact_proof(inner, depth - 1):
             return False
     return True
 
