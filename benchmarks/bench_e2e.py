@@ -20,6 +20,12 @@ peak RSS are their own:
 - ``trackasync_nowait`` (for information, not a target): the same client fed
   by ``track_nowait`` in a loop that yields to the event loop every 100 events
   and falls back to ``await client.track(...)`` when ``QueueFull`` is raised.
+- ``trackasync_unchecked`` (only with ``--ceiling``; for information, not a
+  mode of the library): the ``trackasync`` sender with the library's input
+  checks replaced, in that child process only, by the encode alone: no check of
+  customer ids, property names or property values. It is the ceiling that
+  faster checks could ever reach: what is left between it and the floor is the
+  pipeline itself (handles, the queue, batching, result routing).
 
 Every sender runs with every kind of event of ``_common.EVENT_KINDS``
 (``--event-kinds``): the typical one (8 properties, about 300 bytes of JSON,
@@ -50,6 +56,7 @@ event and events per second of trackasync, the floor and json_dumps, per kind.
     python benchmarks/bench_e2e.py --quick    # smoke run
     python benchmarks/bench_e2e.py --out benchmarks/results/e2e.json --chart docs/perf.svg
     python benchmarks/bench_e2e.py --from-report benchmarks/results/e2e.json --chart docs/perf.svg
+    python benchmarks/bench_e2e.py --ceiling --rounds 5   # also the unchecked ceiling
 """
 
 from __future__ import annotations
@@ -85,6 +92,8 @@ from _common import (
 from _reference import BATCH, check_same_json, send_reference
 
 SENDERS = ("trackasync", "floor", "json_dumps", "trackasync_nowait")
+#: Run only with ``--ceiling``: trackasync without its input checks.
+UNCHECKED = "trackasync_unchecked"
 TARGET_VS_FLOOR = 1.35
 TARGET_VS_JSON = 2.0
 IN_FLIGHT = 4
@@ -93,8 +102,33 @@ IN_FLIGHT = 4
 # -- the senders, each run in its own child process ------------------------------------
 
 
+def _remove_checks() -> None:
+    """Make ``Codec.event`` the encode alone, in this process only.
+
+    The ceiling's measure: the same body (the pools need no settling, which
+    ``check_same_json`` proves for the library as shipped) without any check of
+    ids, names or values.
+    """
+    from trackasync import _encoding
+
+    event_struct = _encoding._Event
+
+    def event(
+        self: Any, customer_ids: Any, event_type: str, properties: Any, stamp: float
+    ) -> bytes:
+        encoded: bytes = self._encode(
+            event_struct(customer_ids, event_type, stamp, properties)
+        )
+        return encoded
+
+    _encoding.Codec.event = event  # type: ignore[method-assign]
+
+
 async def _send_trackasync(args: argparse.Namespace, pool: Pool) -> dict[str, Any]:
     from trackasync import Client, PrivateKey
+
+    if args.worker == UNCHECKED:
+        _remove_checks()
 
     n = args.events
     client = Client(
@@ -106,7 +140,7 @@ async def _send_trackasync(args: argparse.Namespace, pool: Pool) -> dict[str, An
     )
     async with client:
         # The awaited call for "trackasync"; fire and forget for the nowait one.
-        await produce(client, pool, n, awaited=args.worker == "trackasync")
+        await produce(client, pool, n, awaited=args.worker != "trackasync_nowait")
         stats = await drain(client, args.timeout)
     return {
         "delivered": stats.delivered,
@@ -191,7 +225,7 @@ def _summary(runs: dict[str, list[dict[str, Any]]], n: int) -> dict[str, Any]:
 def _targets(
     runs: dict[str, list[dict[str, Any]]], summary: dict[str, Any]
 ) -> dict[str, Any]:
-    cpu = {name: summary[name]["cpu_us_per_event"]["median"] for name in SENDERS}
+    cpu = {name: summary[name]["cpu_us_per_event"]["median"] for name in summary}
     vs_floor = cpu["trackasync"] / cpu["floor"]
     json_gain = cpu["json_dumps"] / cpu["trackasync"]
     # Per-round ratios too: each round's senders ran back to back.
@@ -204,7 +238,21 @@ def _targets(
         runs["json_dumps"][i]["cpu_s"] / runs["trackasync"][i]["cpu_s"]
         for i in range(rounds_done)
     ]
+    ceiling = {}
+    if UNCHECKED in cpu:
+        ceiling["trackasync_unchecked_vs_floor"] = {
+            "what": "information only: trackasync without its input checks "
+            "(--ceiling), CPU per event / floor's",
+            "measured": round(cpu[UNCHECKED] / cpu["floor"], 3),
+            "per_round": spread(
+                [
+                    runs[UNCHECKED][i]["cpu_s"] / runs["floor"][i]["cpu_s"]
+                    for i in range(rounds_done)
+                ]
+            ),
+        }
     return {
+        **ceiling,
         "cpu_vs_floor": {
             "what": "trackasync CPU per event / floor's (medians)",
             "limit": TARGET_VS_FLOOR,
@@ -237,8 +285,9 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     kinds: list[str] = args.event_kinds
     # Same bytes on the wire from every sender, or the comparison means nothing.
     checked = {kind: asyncio.run(check_same_json(event_pool(kind))) for kind in kinds}
+    senders = (*SENDERS, UNCHECKED) if args.ceiling else SENDERS
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
-        kind: {name: [] for name in SENDERS} for kind in kinds
+        kind: {name: [] for name in senders} for kind in kinds
     }
     deadline = time.monotonic() + args.max_seconds
     with fake_server() as server:
@@ -273,10 +322,10 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             )
         for round_no in range(args.rounds):
             # Rotate the order so no sender always runs first after a reset.
-            shift = round_no % len(SENDERS)
+            shift = round_no % len(senders)
             order = [
                 (kind, name)
-                for name in SENDERS[shift:] + SENDERS[:shift]
+                for name in senders[shift:] + senders[:shift]
                 for kind in kinds
             ]
             for kind, name in order:
@@ -327,6 +376,8 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             "client.track(...) in a loop",
             "trackasync_nowait": "the same client; producer: track_nowait(...), "
             "sleep(0) every 100 events, await track(...) on QueueFull",
+            "trackasync_unchecked": "only with --ceiling: the trackasync sender "
+            "with Codec.event replaced by the encode alone in its process",
             "server": "FakeTrackingAPI in a child process, no rate limit, "
             f"pinned to the other core: {server_pinned}",
             "same_json_checked_bytes": checked,
@@ -434,6 +485,11 @@ def main(argv: list[str] | None = None) -> int:
         default=list(EVENT_KINDS),
         help="the kinds of event to send (all by default)",
     )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also run trackasync without its input checks (information only)",
+    )
     parser.add_argument("--out", help="also write the JSON report to this file")
     parser.add_argument("--chart", help="also draw the results as SVG to this file")
     parser.add_argument(
@@ -441,7 +497,9 @@ def main(argv: list[str] | None = None) -> int:
         help="run nothing: draw --chart from this earlier JSON report",
     )
     # Used by the orchestrator to start a sender in a child process.
-    parser.add_argument("--worker", choices=SENDERS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", choices=(*SENDERS, UNCHECKED), help=argparse.SUPPRESS
+    )
     parser.add_argument("--event", choices=EVENT_KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--project-token", help=argparse.SUPPRESS)
