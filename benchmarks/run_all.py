@@ -113,7 +113,13 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
                 f"{name} {_median(s[name]['cpu_us_per_event']):.2f} µs CPU/event "
                 f"({_median(s[name]['events_per_s']):,.0f} events/s, "
                 f"peak RSS {_median(s[name]['max_rss_mib']):.1f} MiB)"
-                for name in ("trackasync", "floor", "json_dumps", "trackasync_nowait")
+                for name in (
+                    "trackasync",
+                    "floor",
+                    "json_dumps",
+                    "trackasync_nowait",
+                    "trackasync_unchecked",
+                )
                 if name in s
             ]
             rows.append((f"end to end, {n:,} {kind} events", "; ".join(parts), ""))
@@ -124,7 +130,13 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
                     f"end to end, {kind} events: CPU ratios",
                     f"trackasync / floor {floor['measured']:.2f}; "
                     f"json_dumps / trackasync {t['cpu_vs_json_dumps']['measured']:.2f}; "
-                    f"json_dumps / floor {t['floor_vs_json_dumps']['measured']:.2f}",
+                    f"json_dumps / floor {t['floor_vs_json_dumps']['measured']:.2f}"
+                    + (
+                        "; no checks at all (ceiling) / floor "
+                        f"{t['trackasync_unchecked_vs_floor']['measured']:.2f}"
+                        if "trackasync_unchecked_vs_floor" in t
+                        else ""
+                    ),
                     f"≤ {floor.get('limit', 1.25):g}: {_yes(floor['met'])}; "
                     f"≥ 2: {_yes(t['cpu_vs_json_dumps']['met'])}",
                 )
@@ -189,7 +201,7 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
     if mem:
         s = mem["summary"]
         parts = [
-            f"{mode}{' (baseline)' if mode == 'bytes_list' else ''}: "
+            f"{mode}{' (baseline)' if mode in ('bytes_list', 'handle_floor') else ''}: "
             f"{_median(r['bytes_per_event']):.0f} B/event"
             for mode, r in s.items()
             if mode != "big_hung_server"
