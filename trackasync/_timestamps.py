@@ -43,7 +43,7 @@ def to_seconds(value: object, field: str) -> float:
     everything else, including every invalid value, takes ``_to_seconds``.
     """
     number: Any = value  # narrowed by the class checks, which mypy cannot follow
-    cls = number.__class__
+    cls = type(number)
     if cls is float:
         if 0.0 < number < _FAST_BELOW:
             # ``round(value, 6)`` formats and parses decimal digits: slow. The

@@ -97,7 +97,7 @@ def sent_as_is(values: Iterable[Any]) -> bool:
     """
     containers: list[Any] = []
     for value in values:
-        cls = value.__class__
+        cls = _type(value)
         if cls in PLAIN:
             continue
         if cls is list or cls is dict:
@@ -125,7 +125,7 @@ def _exact_proof(values: Iterable[Any], depth: int) -> bool:
     ``datetime`` only with ``timezone.utc`` itself.
     """
     for value in values:
-        cls = value.__class__
+        cls = _type(value)
         if cls in PLAIN:
             continue
         if cls is list:
@@ -195,9 +195,9 @@ def normalise(properties: Mapping[str, Any]) -> dict[str, Any] | None:
     stack: list[tuple[Any, str]] = [(flat, "")]
     while stack:
         container, path = stack.pop()
-        if container.__class__ is list:
+        if _type(container) is list:
             for index, item in enumerate(container):
-                cls = item.__class__
+                cls = _type(item)
                 if cls in PLAIN:
                     continue
                 where = f"{path}[{index}]"
@@ -215,9 +215,9 @@ def normalise(properties: Mapping[str, Any]) -> dict[str, Any] | None:
             continue
         rekey = False
         for key, item in container.items():
-            if key.__class__ not in PLAIN:
+            if _type(key) not in PLAIN:
                 rekey = True
-            cls = item.__class__
+            cls = _type(item)
             if cls in PLAIN:
                 continue
             where = f"{path}.{key}" if path else str(key)
