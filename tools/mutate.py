@@ -71,6 +71,7 @@ PIPELINE = "tests/test_mutants_pipeline.py"
 SYNC = "tests/test_mutants_sync.py"
 BYTES = "tests/test_queue_bytes.py"
 FORK = "tests/test_mutants_fork.py"
+VALUES = "tests/test_encoding_fast.py"
 
 MUTANTS: tuple[Mutant, ...] = (
     # -- the 17 that an earlier run found the suite blind to ---------------------------
@@ -588,6 +589,32 @@ MUTANTS: tuple[Mutant, ...] = (
         "self._tickets > 0 and size <= self._ticket_bytes",
         "self._tickets > 0",
         (BYTES,),
+    ),
+    # -- the proof that property values are sent as encoded (_values.sent_as_is) -----
+    Mutant(
+        "containers_not_checked",
+        "the lists and objects of an event are proven without looking into them",
+        "trackasync/_values.py",
+        "        _convert((containers,), _Containers)\n",
+        "        pass\n",
+        (VALUES,),
+    ),
+    Mutant(
+        "convert_refusal_trusted",
+        "what convert refuses is proven anyway, without the exact check",
+        "trackasync/_values.py",
+        "        return _exact_proof(containers, AS_IS_DEPTH)",
+        "        return True",
+        (VALUES,),
+    ),
+    Mutant(
+        "top_datetime_any_zone",
+        "a property's datetime is proven whatever its time zone",
+        "trackasync/_values.py",
+        "            if value.tzinfo is not _UTC:\n                return False\n"
+        "        else:\n            return False\n    if not containers:",
+        "            pass\n        else:\n            return False\n    if not containers:",
+        (VALUES,),
     ),
 )
 
