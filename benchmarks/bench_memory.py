@@ -230,19 +230,32 @@ def _bytes_list(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
     gc.collect()
+    return _baseline_result(
+        args.worker,
+        n,
+        before,
+        len(kept[-1]),
+        {"body": sys.getsizeof(kept[-1]), "list_slot": 8},
+    )
+
+
+def _baseline_result(
+    mode: str, n: int, before: int, body_bytes: int, objects: dict[str, int]
+) -> dict[str, Any]:
+    """A baseline's report, its ``n`` events still held (RSS is read here)."""
     after = rss_bytes()
     return {
-        "mode": args.worker,
+        "mode": mode,
         "events": n,
         "rss_before_bytes": before,
         "rss_after_bytes": after,
         "max_rss_bytes": max_rss_bytes(),
         "bytes_per_event": (after - before) / n,
-        "held_by_client": len(kept),
-        "queued": len(kept),
+        "held_by_client": n,
+        "queued": n,
         "in_flight": 0,
-        "encoded_body_bytes": len(kept[-1]),
-        "python_object_bytes": {"body": sys.getsizeof(kept[-1]), "list_slot": 8},
+        "encoded_body_bytes": body_bytes,
+        "python_object_bytes": objects,
     }
 
 
@@ -279,27 +292,20 @@ def _handle_floor(args: argparse.Namespace) -> dict[str, Any]:
         # own, as the client's sequence numbers are.
         kept.append(Delivery("customers/events", bytes(buffer), stamp, 1, 1_000 + i))
     gc.collect()
-    after = rss_bytes()
     sample = kept[-1]
-    return {
-        "mode": args.worker,
-        "events": n,
-        "rss_before_bytes": before,
-        "rss_after_bytes": after,
-        "max_rss_bytes": max_rss_bytes(),
-        "bytes_per_event": (after - before) / n,
-        "held_by_client": len(kept),
-        "queued": len(kept),
-        "in_flight": 0,
-        "encoded_body_bytes": len(sample.body),
-        "python_object_bytes": {
+    return _baseline_result(
+        args.worker,
+        n,
+        before,
+        len(sample.body),
+        {
             "delivery": sys.getsizeof(sample),
             "body": sys.getsizeof(sample.body),
             "created": sys.getsizeof(sample.created),
             "seq": sys.getsizeof(sample.seq),
             "deque_slot": 8,
         },
-    }
+    )
 
 
 def _settle_memory() -> dict[str, int]:
