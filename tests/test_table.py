@@ -237,12 +237,22 @@ def test_on_ready_on_first_command_and_full_batch(make: Make) -> None:
     assert recorder.ready_at == [1, 3, 1]
 
 
-def test_on_ready_while_over_batch_bytes(make: Make) -> None:
-    """on_ready fires on every command once batch_bytes is reached."""
+def test_on_ready_when_batch_bytes_are_reached(make: Make) -> None:
+    """on_ready fires when the queued bytes reach batch_bytes, not again for
+    each command after (the batcher only waits while the queue is not ready),
+    and again each time they reach it anew."""
     buffer, recorder = make(batch_bytes=25)
     for n in range(5):
         buffer.offer(delivery(n, size=10))
-    assert recorder.ready_at == [1, 3, 4, 5]
+    assert recorder.ready_at == [1, 3]
+    buffer.take(3, BIG)  # 20 bytes left: not ready
+    assert not buffer.ready()
+    buffer.offer(delivery(5, size=10))
+    assert recorder.ready_at == [1, 3, 3]
+    buffer.take(1, BIG)
+    buffer.take(1, BIG)  # 10 bytes left
+    buffer.offer(delivery(6, size=30))  # one command past the mark on its own
+    assert recorder.ready_at == [1, 3, 3, 2]
 
 
 async def test_on_ready_from_put(make: Make) -> None:

@@ -249,11 +249,18 @@ class CommandTable:
             return
         self.enqueued += 1
         items.append(delivery)
+        before = self.nbytes
         self.nbytes = nbytes
         if self._persistent:
             self._log.append((delivery,))
         size = len(items)
-        if size == 1 or size == self._batch_count or nbytes >= self._batch_bytes:
+        # The batcher waits for a wake-up only while the queue is not ready, so
+        # it is woken when the queue becomes ready, not at every command after.
+        if (
+            size == 1
+            or size == self._batch_count
+            or nbytes >= self._batch_bytes > before
+        ):
             self.wake()
 
     def try_offer(self, delivery: Delivery) -> bool:
