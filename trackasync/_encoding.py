@@ -186,12 +186,8 @@ class Codec:
             body = self._encode(_CustomerUpdate(ids, props, update_timestamp))
         except Exception:
             body = b""
-        if (
-            body
-            and len(body) < self._max_value
-            and (_all_plain(map(_type, props.values())) or sent_as_is(props.values()))
-        ):
-            return body
+        # Not a hot path: _recheck's own proof and size checks serve it whole
+        # (``event`` inlines their common case instead).
         return self._recheck(body, ids, props, reencode)
 
     def _ids(self, customer_ids: Mapping[str, str]) -> Mapping[str, str]:
